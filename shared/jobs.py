@@ -1,0 +1,193 @@
+"""What a trial job carries, and the objective functions that ``fmin`` posts.
+
+``fmin`` pickles its Domain (objective + space) into MongoDB. The objectives here are
+module-level functions of the installed ``shared`` package, so cloudpickle stores them by
+reference: a worker runs only code it has installed, and :func:`load_domain` refuses a
+pickle that would bring any other code along.
+
+The evaluated space is a plain dict (model name, params, data settings, budget, Strix
+version), so every worker prepares the identical dataset cache and refuses jobs that a
+different Strix release posted.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyperopt import hp
+
+from shared import __version__
+from shared.errors import JobError, StrixError
+
+log = logging.getLogger(__name__)
+
+# modules a pickled Domain may reference; everything else is refused
+_SAFE_MODULES = ("shared.", "hyperopt.", "numpy", "collections", "copyreg", "_codecs")
+_SAFE_BUILTINS = {
+    "set",
+    "frozenset",
+    "slice",
+    "range",
+    "complex",
+    "object",
+    "dict",
+    "list",
+    "tuple",
+    "int",
+    "float",
+    "str",
+    "bytes",
+    "bool",
+    "getattr",
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "builtins" and name in _SAFE_BUILTINS:
+            return super().find_class(module, name)
+        if module.startswith(_SAFE_MODULES) or module in ("shared", "hyperopt", "numpy"):
+            return super().find_class(module, name)
+        raise JobError(
+            f"refusing to run code from {module}.{name}: workers only run functions of the "
+            "installed `shared` package; post the study with `python -m coordinator.launch`"
+        )
+
+
+def load_domain(blob: bytes) -> Any:
+    """Unpickle hyperopt's Domain, allowing only installed Strix/hyperopt/numpy code."""
+    try:
+        return _SafeUnpickler(io.BytesIO(blob)).load()
+    except JobError:
+        raise
+    except Exception as e:  # a garbled attachment can fail in many ways
+        raise JobError(f"the study's pickled Domain cannot be loaded: {e!r}") from None
+
+
+@dataclass
+class RunContext:
+    """What a resident worker lends the objective for one trial (absent under stock workers)."""
+
+    callbacks: list = field(default_factory=list)
+    load_data: Callable[[Any], Any] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    job: dict | None = None
+
+
+_CONTEXT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "strix_run_context", default=None
+)
+
+
+@contextmanager
+def run_context(ctx: RunContext) -> Iterator[RunContext]:
+    token = _CONTEXT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current_context() -> RunContext:
+    return _CONTEXT.get() or RunContext()
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The evaluated space of one trial, validated."""
+
+    model: str
+    params: dict
+    data: dict
+    budget: dict
+    seed: int | None = None
+    weights: str | None = None
+    strix_version: str = __version__
+
+
+def parse_config(config: Any) -> JobConfig:
+    """Validate a trial's evaluated space; a garbled one gets a JobError saying what is wrong."""
+    if not isinstance(config, dict):
+        raise JobError(f"trial spec is a {type(config).__name__}, expected a dict")
+    missing = {"model", "params", "data", "budget", "strix_version"} - set(config)
+    if missing:
+        raise JobError(f"trial spec lacks {sorted(missing)}; was it posted by Strix?")
+    if config["strix_version"] != __version__:
+        raise JobError(
+            f"job posted by Strix {config['strix_version']}, this worker runs {__version__}; "
+            "run workers of the same version as the coordinator"
+        )
+    if not isinstance(config["params"], dict) or not isinstance(config["data"], dict):
+        raise JobError("trial spec has non-dict params or data")
+    known = set(JobConfig.__dataclass_fields__)
+    return JobConfig(**{k: v for k, v in config.items() if k in known})
+
+
+def keras_space(
+    model: str,
+    params: dict,
+    data: dict,
+    budget: dict,
+    *,
+    seed: int | None = None,
+    weights: str | None = None,
+) -> dict:
+    """The space ``fmin`` samples: the model's params plus the constants every job carries."""
+    return {
+        "model": model,
+        "params": params,
+        "data": data,
+        "budget": budget,
+        "seed": seed,
+        "weights": weights,
+        "strix_version": __version__,
+    }
+
+
+def objective(config: dict) -> dict:
+    """The fmin objective for Keras models: train one trial, return hyperopt's result dict."""
+    from shared.data import DataSpec, load
+    from shared.objective import Budget, run_trial
+
+    job = parse_config(config)
+    ctx = current_context()
+    try:
+        spec = DataSpec.from_dict(job.data)
+        data = ctx.load_data(spec) if ctx.load_data else load(spec)
+    except StrixError as e:
+        return {"status": "fail", "loss": None, "reason": str(e)}
+    return run_trial(
+        job.model,
+        job.params,
+        data=data,
+        budget=Budget.from_dict(job.budget),
+        callbacks=ctx.callbacks,
+        seed=job.seed,
+        weights=job.weights,
+    )
+
+
+def toy_space(sleep_s: float = 0.0) -> dict:
+    """A quadratic with an optional sleep: for dispatch benchmarks and scheduler tests."""
+    params = {"x": hp.uniform("x", -5.0, 5.0), "sleep": sleep_s}
+    return keras_space("toy", params, {}, {})
+
+
+def toy_objective(config: dict) -> dict:
+    """Sleep (interruptibly) then return (x - 1)^2; records when and where it ran."""
+    job = parse_config(config)
+    ctx = current_context()
+    start = time.time()
+    if ctx.stop.wait(float(job.params.get("sleep", 0.0))):
+        raise InterruptedError("stopped by the worker")
+    x = float(job.params["x"])
+    return {"status": "ok", "loss": (x - 1.0) ** 2, "start": start, "end": time.time()}

@@ -1,0 +1,167 @@
+"""Strix's MongoDB store: the only package that imports pymongo.
+
+``Store`` is the facade the worker and coordinator use; ``StrixMongoJobs`` and
+``StrixMongoTrials`` are hyperopt's classes rebuilt on pymongo 4 with the same schema.
+Every public method raises only :class:`~shared.errors.StoreError` subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pymongo
+
+from shared.store import leases, queue
+from shared.store.client import MongoTarget, guard_methods, make_client, parse_target, redact
+from shared.store.jobs import (
+    JOB_STATE_DONE,
+    JOB_STATE_ERROR,
+    JOB_STATE_NEW,
+    JOB_STATE_RUNNING,
+    STATES,
+    StrixMongoJobs,
+    sanitize,
+)
+from shared.store.trials import StrixMongoTrials
+
+log = logging.getLogger(__name__)
+
+
+@guard_methods
+class Store:
+    """One connection to one Strix database, with every operation Strix needs on it."""
+
+    def __init__(self, url: str, db: str | None = None, *, timeout_ms: int | None = None):
+        self.target: MongoTarget = parse_target(url, db)
+        self.client = make_client(self.target, timeout_ms)
+        self.db = self.client[self.target.db]
+        self.jobs = self.db[self.target.collection]
+        self.gpus = self.db["gpus"]
+        self.metrics = self.db["metrics"]
+        self.handle = StrixMongoJobs(self.db, self.target.collection, self.target)
+
+    def __repr__(self) -> str:
+        return f"Store({self.target.redacted})"
+
+    def ping(self) -> None:
+        """Fail fast, with a clear one-line reason, when the server is down or refuses us."""
+        self.client.admin.command("ping")
+        self.jobs.find_one({}, projection=["_id"])
+
+    def create_indexes(self) -> None:
+        self.handle.create_indexes()
+        self.metrics.create_index([("exp_key", 1), ("tid", 1), ("epoch", 1)])
+        self.gpus.create_index("host")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def trials(
+        self,
+        exp_key: str,
+        *,
+        resource: str = "light",
+        meta: dict | None = None,
+        refresh: bool = True,
+    ) -> StrixMongoTrials:
+        return StrixMongoTrials(self.handle, exp_key, resource=resource, meta=meta, refresh=refresh)
+
+    # --- the job protocol (see shared.store.queue) ------------------------------------
+    def peek_resource(self, exp_key: str | None, resources: list[str]) -> str | None:
+        return queue.peek_resource(self.jobs, exp_key, resources)
+
+    def reserve(self, owner: str, exp_key: str | None, resources: list[str]) -> dict | None:
+        return queue.reserve(self.jobs, owner, exp_key, resources)
+
+    def heartbeat(self, job: dict, owner: str, extra: dict | None = None) -> bool:
+        return queue.heartbeat(self.jobs, job, owner, extra)
+
+    def set_fields(self, job: dict, owner: str, fields: dict) -> bool:
+        return queue.set_fields(self.jobs, job, owner, fields)
+
+    def finish(self, job: dict, owner: str, result: dict, error: str | None = None) -> bool:
+        return queue.finish(self.jobs, job, owner, result, error)
+
+    def requeue(self, job: dict, owner: str, reason: str) -> bool:
+        return queue.requeue(self.jobs, job, owner, reason)
+
+    def mark_error(self, job: dict, reason: str) -> bool:
+        return queue.mark_error(self.jobs, job, reason)
+
+    def reap(self, grace_s: float, max_attempts: int, exp_key: str | None = None) -> list[int]:
+        return queue.reap(self.jobs, grace_s, max_attempts, exp_key)
+
+    def counts(self, exp_key: str | None = None) -> dict[str, int]:
+        return {STATES[k]: v for k, v in queue.counts(self.jobs, exp_key).items()}
+
+    def attachment(self, name: str, exp_key: str | None) -> bytes:
+        return self.trials(exp_key or "", refresh=False).attachments[name]
+
+    # --- GPU slots and leases (see shared.store.leases) --------------------------------
+    def register_gpus(self, host: str, indices: list[int], capacity: int) -> None:
+        leases.ensure_gpus(self.gpus, host, indices, capacity)
+
+    def claim_slot(
+        self, host: str, indices: list[int], worker: str, ttl: float, forced: int | None = None
+    ) -> int:
+        return leases.claim_slot(self.gpus, host, indices, worker, ttl, forced)
+
+    def acquire(
+        self, host: str, index: int, holder: str, units: int, capacity: int, ttl: float
+    ) -> bool:
+        return leases.acquire(self.gpus, leases.gpu_id(host, index), holder, units, capacity, ttl)
+
+    def renew(self, host: str, index: int, worker: str, holder: str | None, ttl: float) -> None:
+        leases.renew(self.gpus, leases.gpu_id(host, index), worker, holder, ttl)
+
+    def release(self, host: str, index: int, holder: str) -> None:
+        leases.release(self.gpus, leases.gpu_id(host, index), holder)
+
+    def gpu_usage(self, host: str, index: int) -> int:
+        doc = self.gpus.find_one({"_id": leases.gpu_id(host, index)})
+        return 0 if doc is None else leases.used_units(doc)
+
+    # --- live metrics and queries --------------------------------------------------------
+    def add_metric(self, row: dict) -> None:
+        self.metrics.insert_one(sanitize(row))
+
+    def find_jobs(
+        self, query: dict, projection: Any = None, sort: Any = None, limit: int = 0
+    ) -> list[dict]:
+        cursor = self.jobs.find(query, projection=projection, limit=limit)
+        if sort:
+            cursor = cursor.sort(sort)
+        return list(cursor)
+
+    def find_metrics(self, query: dict, sort: Any = None) -> list[dict]:
+        return list(self.metrics.find(query, sort=sort or [("epoch", pymongo.ASCENDING)]))
+
+    def exp_keys(self) -> list[str]:
+        return sorted(k for k in self.jobs.distinct("exp_key") if k is not None)
+
+
+def connect(
+    url: str, db: str | None = None, *, timeout_ms: int | None = None, check: bool = True
+) -> Store:
+    """Open a store and, unless ``check=False``, prove the server answers and accepts us."""
+    store = Store(url, db, timeout_ms=timeout_ms)
+    if check:
+        store.ping()
+    return store
+
+
+__all__ = [
+    "JOB_STATE_DONE",
+    "JOB_STATE_ERROR",
+    "JOB_STATE_NEW",
+    "JOB_STATE_RUNNING",
+    "STATES",
+    "Store",
+    "StrixMongoJobs",
+    "StrixMongoTrials",
+    "connect",
+    "parse_target",
+    "redact",
+    "sanitize",
+]

@@ -1,0 +1,170 @@
+"""The Strix side of the job protocol: reserve by resource class, heartbeat, finish, reap.
+
+Every write that a worker makes on a job is guarded by ``owner`` and ``state``, so a
+worker that lost its job to the reaper (it was presumed dead) can never overwrite the
+result of the worker that took the job over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pymongo
+
+from shared.store.jobs import (
+    JOB_STATE_DONE,
+    JOB_STATE_ERROR,
+    JOB_STATE_NEW,
+    JOB_STATE_RUNNING,
+    sanitize,
+)
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> dt.datetime:
+    """hyperopt's clock: naive UTC truncated to milliseconds, as stored by BSON."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _queue_query(exp_key: str | None, resources: Iterable[str]) -> dict:
+    # a job posted by stock hyperopt has no resource class: it counts as light
+    allowed = [*resources, *([None] if "light" in resources else [])]
+    query: dict[str, Any] = {"state": JOB_STATE_NEW, "owner": None, "resource": {"$in": allowed}}
+    if exp_key is not None:
+        query["exp_key"] = exp_key
+    return query
+
+
+def peek_resource(jobs: Any, exp_key: str | None, resources: Iterable[str]) -> str | None:
+    """The resource class of the oldest queued job this worker could take, if any."""
+    doc = jobs.find_one(
+        _queue_query(exp_key, list(resources)),
+        projection={"resource": 1},
+        sort=[("tid", pymongo.ASCENDING)],
+    )
+    return None if doc is None else (doc.get("resource") or "light")
+
+
+def reserve(jobs: Any, owner: str, exp_key: str | None, resources: Iterable[str]) -> dict | None:
+    now = utcnow()
+    return jobs.find_one_and_update(
+        _queue_query(exp_key, list(resources)),
+        {
+            "$set": {
+                "owner": owner,
+                "book_time": now,
+                "refresh_time": now,
+                "state": JOB_STATE_RUNNING,
+            },
+            "$inc": {"version": 1},
+        },
+        sort=[("tid", pymongo.ASCENDING)],
+        return_document=pymongo.ReturnDocument.AFTER,
+    )
+
+
+def _owned(job: dict, owner: str) -> dict:
+    return {"_id": job["_id"], "owner": owner, "state": JOB_STATE_RUNNING}
+
+
+def heartbeat(jobs: Any, job: dict, owner: str, extra: dict | None = None) -> bool:
+    """Touch ``refresh_time``; False means the job is no longer ours (it was reaped)."""
+    fields = {"refresh_time": utcnow(), **sanitize(extra or {})}
+    return jobs.update_one(_owned(job, owner), {"$set": fields}).matched_count == 1
+
+
+def set_fields(jobs: Any, job: dict, owner: str, fields: dict) -> bool:
+    """Write worker fields (spec, gpu, progress) without bumping ``version``."""
+    return jobs.update_one(_owned(job, owner), {"$set": sanitize(fields)}).matched_count == 1
+
+
+def finish(jobs: Any, job: dict, owner: str, result: dict, error: str | None = None) -> bool:
+    """Store the result and end the job: DONE, or ERROR with a reason."""
+    fields: dict[str, Any] = {
+        "result": sanitize(result),
+        "state": JOB_STATE_ERROR if error else JOB_STATE_DONE,
+        "refresh_time": utcnow(),
+        "end_time": utcnow(),
+    }
+    if error:
+        fields["error"] = ["strix", error]
+    update = {"$set": fields, "$inc": {"version": 1}}
+    return jobs.update_one(_owned(job, owner), update).matched_count == 1
+
+
+def requeue(jobs: Any, job: dict, owner: str, reason: str) -> bool:
+    """Give a job back to the queue untouched (a graceful stop, not a failure)."""
+    update = {
+        "$set": {
+            "state": JOB_STATE_NEW,
+            "owner": None,
+            "book_time": None,
+            "refresh_time": None,
+            "requeue_reason": reason,
+        },
+        "$inc": {"version": 1, "requeues": 1},
+    }
+    return jobs.update_one(_owned(job, owner), update).matched_count == 1
+
+
+def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = None) -> list[int]:
+    """Requeue RUNNING jobs whose heartbeat is older than ``grace_s``; returns their tids.
+
+    Each update is conditioned on the ``refresh_time`` that was read, so when two reapers
+    race over the same job exactly one of them wins, and ``attempts`` grows by one.
+    """
+    cutoff = utcnow() - dt.timedelta(seconds=grace_s)
+    query: dict[str, Any] = {"state": JOB_STATE_RUNNING, "refresh_time": {"$lt": cutoff}}
+    if exp_key is not None:
+        query["exp_key"] = exp_key
+    reaped = []
+    for doc in jobs.find(query, projection=["tid", "owner", "refresh_time", "attempts"]):
+        attempts = int(doc.get("attempts") or 0) + 1
+        lost = f"worker {doc.get('owner')} stopped sending heartbeats (attempt {attempts})"
+        fields: dict[str, Any] = {
+            "owner": None,
+            "state": JOB_STATE_NEW,
+            "book_time": None,
+            "refresh_time": None,
+            "requeue_reason": lost,
+        }
+        if attempts >= max_attempts:
+            gave_up = f"{lost}; gave up after {max_attempts} attempts"
+            fields = {
+                "state": JOB_STATE_ERROR,
+                "refresh_time": utcnow(),
+                "error": ["strix", gave_up],
+            }
+        guard = {k: doc.get(k) for k in ("_id", "owner", "refresh_time")}
+        done = jobs.update_one(
+            {**guard, "state": JOB_STATE_RUNNING},
+            {"$set": fields, "$inc": {"version": 1, "attempts": 1}},
+        )
+        if done.matched_count:
+            log.warning("reaped trial %s: %s", doc.get("tid"), fields.get("error") or lost)
+            reaped.append(int(doc.get("tid", -1)))
+    return reaped
+
+
+def mark_error(jobs: Any, job: dict, reason: str) -> bool:
+    """End a job that cannot run (garbled spec, wrong version) so it never blocks the queue."""
+    update = {
+        "$set": {"state": JOB_STATE_ERROR, "error": ["strix", reason], "refresh_time": utcnow()},
+        "$inc": {"version": 1},
+    }
+    return (
+        jobs.update_one({"_id": job["_id"], "state": job.get("state")}, update).matched_count == 1
+    )
+
+
+def counts(jobs: Any, exp_key: str | None = None) -> dict[int, int]:
+    match = {} if exp_key is None else {"exp_key": exp_key}
+    out = {s: 0 for s in (JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATE_DONE, JOB_STATE_ERROR)}
+    for row in jobs.aggregate([{"$match": match}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+        out[int(row["_id"])] = int(row["n"])
+    return out

@@ -1,0 +1,310 @@
+"""The resident worker: bootstrap, loop, teardown (as rq does it).
+
+One process keeps TensorFlow and the prepared dataset loaded across trials. Between
+trials it reaps dead workers' jobs, then reserves the oldest queued trial that fits its
+GPU's free capacity: light trials share a GPU, a heavy one needs the GPU to itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import JobError, StoreError
+from shared.jobs import RunContext, load_domain, parse_config, run_context
+from shared.store import Store
+from worker.callbacks import make_callbacks
+from worker.config import WorkerConfig
+from worker.gpus import Inventory, pin
+from worker.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+DOMAIN = "FMinIter_Domain"
+
+
+@dataclass
+class Active:
+    job: dict
+    holder: str | None  # GPU lease id, None on CPU-only hosts
+
+
+class Worker:
+    def __init__(
+        self, cfg: WorkerConfig, store: Store, inventory: Inventory, forced: int | None = None
+    ):
+        self.cfg, self.store, self.inventory, self.forced = cfg, store, inventory, forced
+        self.gpu: int | None = None
+        self.id = f"{cfg.host}:{os.getpid()}:{secrets.token_hex(2)}"
+        self.stop_requested = threading.Event()  # first signal: take no more trials
+        self.trial_stop = threading.Event()  # tells the running trial to end now
+        self.current: Active | None = None
+        self.lost = False
+        self.jobs_run = 0
+        self.failures = 0
+        self._domains: dict[str, Any] = {}
+        self._data: dict[Any, Any] = {}
+        self._last_reap = 0.0
+        self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, self._on_lost)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def run(self) -> int:
+        self.bootstrap()
+        try:
+            self.loop()
+        finally:
+            self.teardown()
+        return 0
+
+    def bootstrap(self) -> None:
+        indices = list(self.inventory.indices)
+        if indices:
+            self.store.register_gpus(self.cfg.host, indices, self.cfg.gpu_capacity)
+            self.gpu = self.store.claim_slot(
+                self.cfg.host, indices, self.id, self.cfg.grace, forced=self.forced
+            )
+        pin(self.gpu, self.inventory)  # before the first trial imports TensorFlow
+        self.heartbeat.start()
+        where = "CPU" if self.gpu is None else f"GPU {self.gpu}"
+        log.info("worker %s ready on %s (store %s)", self.id, where, self.store.target.redacted)
+
+    def teardown(self) -> None:
+        self.heartbeat.stop()
+        if self.gpu is not None:
+            try:
+                self.store.release(self.cfg.host, self.gpu, self.id)
+            except StoreError as e:
+                log.warning("could not release GPU slot: %s (it expires by itself)", e)
+        log.info("worker %s stopped after %d trial(s)", self.id, self.jobs_run)
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+        self.trial_stop.set()
+
+    def loop(self) -> None:
+        started = idle_since = time.monotonic()
+        delay = self.cfg.poll_floor
+        while not self.stop_requested.is_set() and not self._limits_reached(started):
+            got = self._next_job()
+            if got is None:
+                if (
+                    self.cfg.reserve_timeout
+                    and time.monotonic() - idle_since > self.cfg.reserve_timeout
+                ):
+                    log.info("no trial for %.0fs: exiting", self.cfg.reserve_timeout)
+                    return
+                self.stop_requested.wait(delay)
+                delay = min(delay * 2, self.cfg.poll_cap)
+                continue
+            self.run_job(got)
+            idle_since, delay = time.monotonic(), self.cfg.poll_floor
+
+    def _limits_reached(self, started: float) -> bool:
+        cfg = self.cfg
+        if cfg.max_jobs is not None and self.jobs_run >= cfg.max_jobs:
+            return True
+        if cfg.last_job_timeout and time.monotonic() - started > cfg.last_job_timeout:
+            return True
+        if self.failures >= cfg.max_consecutive_failures:
+            log.error("%d trials failed in a row: exiting", self.failures)
+            return True
+        return False
+
+    # --- reservation -------------------------------------------------------------------
+    def _cost(self, resource: str) -> int:
+        return self.cfg.gpu_capacity if resource == "heavy" else 1
+
+    def _next_job(self) -> Active | None:
+        try:
+            self._maybe_reap()
+            return self._reserve()
+        except StoreError as e:
+            log.warning("cannot reserve a trial: %s", e)
+            return None
+
+    def _maybe_reap(self) -> None:
+        if time.monotonic() - self._last_reap >= self.cfg.heartbeat:
+            self._last_reap = time.monotonic()
+            self.store.reap(self.cfg.grace, self.cfg.max_attempts)
+
+    def _reserve(self) -> Active | None:
+        allowed = ["light", "heavy"]
+        if self.gpu is not None:
+            used = self.store.gpu_usage(self.cfg.host, self.gpu)
+            allowed = [r for r in allowed if used + self._cost(r) <= self.cfg.gpu_capacity]
+        resource = self.store.peek_resource(self.cfg.exp_key, allowed) if allowed else None
+        if resource is None:
+            return None
+        holder = None
+        if self.gpu is not None:
+            holder = f"{self.id}/{secrets.token_hex(3)}"
+            cap, ttl = self.cfg.gpu_capacity, self.cfg.grace
+            units = self._cost(resource)
+            if not self.store.acquire(self.cfg.host, self.gpu, holder, units, cap, ttl):
+                return None
+        job = self.store.reserve(self.id, self.cfg.exp_key, [resource])
+        if job is None and holder is not None:
+            self.store.release(self.cfg.host, self.gpu, holder)
+        return None if job is None else Active(job, holder)
+
+    # --- heartbeat -----------------------------------------------------------------------
+    def _beat(self) -> bool:
+        active = self.current
+        ours = True
+        if active is not None:
+            ours = self.store.heartbeat(active.job, self.id)
+        if self.gpu is not None:
+            holder = active.holder if active else None
+            self.store.renew(self.cfg.host, self.gpu, self.id, holder, self.cfg.grace)
+        return ours
+
+    def _on_lost(self) -> None:
+        self.lost = True
+        self.trial_stop.set()
+
+    # --- one trial -----------------------------------------------------------------------
+    def run_job(self, active: Active) -> None:
+        job = active.job
+        self.current, self.lost = active, False
+        self.trial_stop.clear()
+        if self.stop_requested.is_set():
+            self.trial_stop.set()
+        log.info("trial %s of %s started", job.get("tid"), job.get("exp_key"))
+        try:
+            outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
+        finally:
+            self.current = None
+            if active.holder is not None:
+                self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
+        self.jobs_run += 1
+        self._record(job, outcome)
+
+    def _evaluate(self, job: dict) -> tuple[str, Any]:
+        """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""
+        try:
+            domain, spec, config = self._config(job)
+            parse_config(config)
+        except JobError as e:
+            return "error", str(e)
+        self._safe(self.store.set_fields, job, self.id, {"spec": config, "worker": self._info()})
+        ctx = RunContext(load_data=self._load_data, stop=self.trial_stop, job=job)
+        if config.get("model") != "toy":
+            ctx.callbacks = make_callbacks(self.trial_stop, lambda e, row: self._epoch(job, e, row))
+        try:
+            with run_context(ctx):
+                result = domain.evaluate(spec, None)
+        except Exception as e:
+            if self.trial_stop.is_set():
+                return "stopped", None
+            log.exception("trial %s raised", job.get("tid"))
+            return "error", f"{type(e).__name__}: {e}"
+        if self.trial_stop.is_set():
+            return "stopped", None
+        return ("ok" if result.get("status") == "ok" else "fail"), result
+
+    def _evaluate_isolated(self, job: dict) -> tuple[str, Any]:
+        """``--isolate``: the same evaluation in a fresh spawned process, killed on stop."""
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_isolated, args=(self.cfg, self.id, self.gpu, job, child))
+        proc.start()
+        child.close()
+        try:
+            while not parent.poll(0.2):
+                if self.trial_stop.is_set() or not proc.is_alive():
+                    proc.terminate()
+                    proc.join(10)
+                    return (
+                        ("stopped", None)
+                        if self.trial_stop.is_set()
+                        else ("error", f"isolated trial process died with code {proc.exitcode}")
+                    )
+            return parent.recv()
+        finally:
+            proc.join(10)
+
+    def _record(self, job: dict, outcome: tuple[str, Any]) -> None:
+        kind, payload = outcome
+        tid = job.get("tid")
+        if self.lost:
+            log.warning("trial %s was taken over by another worker; result dropped", tid)
+        elif kind == "stopped":
+            self._safe(self.store.requeue, job, self.id, "worker stopped by signal", retry_s=5)
+            log.info("trial %s put back in the queue (worker stopping)", tid)
+        elif kind == "error":
+            self._safe(
+                self.store.finish, job, self.id, {"status": "fail", "reason": payload}, payload
+            )
+            log.error("trial %s marked ERROR: %s", tid, payload)
+        else:
+            self._safe(self.store.finish, job, self.id, payload, retry_s=self.cfg.grace)
+            log.info("trial %s %s: loss=%s", tid, payload.get("status"), payload.get("loss"))
+        self.failures = self.failures + 1 if kind in ("error", "fail") else 0
+
+    def _config(self, job: dict) -> tuple[Any, dict, Any]:
+        from hyperopt import pyll
+        from hyperopt.base import spec_from_misc
+
+        try:
+            blob = self.store.attachment(DOMAIN, job.get("exp_key"))
+        except KeyError:
+            raise JobError(f"study {job.get('exp_key')!r} has no {DOMAIN} attachment") from None
+        key = hashlib.sha1(blob).hexdigest()
+        if key not in self._domains:
+            self._domains = {key: load_domain(blob)}
+        domain = self._domains[key]
+        try:
+            spec = spec_from_misc(job["misc"])
+            config = pyll.rec_eval(domain.expr, memo=domain.memo_from_config(spec))
+        except Exception as e:
+            raise JobError(f"trial spec cannot be evaluated: {type(e).__name__}: {e}") from None
+        return domain, spec, config
+
+    def _load_data(self, spec: Any) -> Any:
+        from shared.data import load
+
+        if spec not in self._data:
+            self._data = {
+                spec: load(spec, data_dir=self.cfg.data_dir, cache_dir=self.cfg.cache_dir)
+            }
+        return self._data[spec]
+
+    def _epoch(self, job: dict, epoch: int, row: dict) -> None:
+        base = {"exp_key": job.get("exp_key"), "tid": job.get("tid"), "owner": self.id}
+        self._safe(self.store.add_metric, {**base, "epoch": epoch, "time": time.time(), **row})
+        progress = {"progress": {"epoch": epoch, "updated": time.time(), **row}}
+        self._safe(self.store.set_fields, job, self.id, progress)
+
+    def _info(self) -> dict:
+        return {"id": self.id, "host": self.cfg.host, "pid": os.getpid(), "gpu": self.gpu}
+
+    def _safe(self, fn: Any, *args: Any, retry_s: float = 0.0) -> Any:
+        """Call a store write; with ``retry_s``, keep retrying through a store outage."""
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                return fn(*args)
+            except StoreError as e:
+                if time.monotonic() >= deadline:
+                    log.warning("store write failed (%s); the reaper will requeue the trial", e)
+                    return None
+                time.sleep(1.0)
+
+
+def _isolated(cfg: WorkerConfig, owner: str, gpu: int | None, job: dict, conn: Any) -> None:
+    """Entry point of an ``--isolate`` child: evaluate one trial, send the outcome back."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    store = Store(cfg.mongo, cfg.db)
+    worker = Worker(cfg, store, Inventory(()))
+    worker.id, worker.gpu = owner, gpu
+    conn.send(worker._evaluate(job))
+    conn.close()
