@@ -15,17 +15,19 @@ from __future__ import annotations
 import contextvars
 import io
 import logging
+import os
 import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hyperopt import hp
 
-from shared import __version__
+from shared import __version__, defaults
 from shared.errors import JobError, StrixError
 
 log = logging.getLogger(__name__)
@@ -172,8 +174,21 @@ def objective(config: dict) -> dict:
         budget=Budget.from_dict(job.budget),
         callbacks=ctx.callbacks,
         seed=job.seed,
-        weights=job.weights,
+        weights=resolve_weights(job.model, job.weights),
     )
+
+
+def resolve_weights(model: str, weights: str | None) -> str | None:
+    """ "imagenet" means the local file in ``$STRIX_WEIGHTS_DIR`` when there is one (offline)."""
+    from shared.models import get_model
+
+    info = get_model(model)
+    weights_dir = os.environ.get(defaults.ENV_WEIGHTS_DIR)
+    if weights == "imagenet" and weights_dir and info.weights_file:
+        local = Path(weights_dir) / info.weights_file
+        if local.exists():
+            return str(local)
+    return weights
 
 
 def toy_space(sleep_s: float = 0.0) -> dict:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pymongo
 
+from shared.errors import StoreAuthError
 from shared.store import leases, queue
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target, redact
 from shared.store.jobs import (
@@ -147,7 +148,14 @@ def connect(
     """Open a store and, unless ``check=False``, prove the server answers and accepts us."""
     store = Store(url, db, timeout_ms=timeout_ms)
     if check:
-        store.ping()
+        try:
+            store.ping()
+        except (KeyError, TypeError):
+            # pymongo's SCRAM handshake breaks on servers without auth (nx-27017)
+            raise StoreAuthError(
+                f"MongoDB at {store.target.redacted} does not support authentication (the "
+                "embedded nx-27017 has none); remove user:password from the URI for it"
+            ) from None
     return store
 
 

@@ -100,7 +100,8 @@ def _parse_hyperopt(url: str, db: str | None) -> MongoTarget:
 
 def translate(exc: BaseException, target: str = "MongoDB") -> StoreError:
     """Map one pymongo exception onto Strix's hierarchy, with a redacted one-line message."""
-    msg = redact(str(exc)).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    msg = redact(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    msg = re.split(r" \(configured timeouts|, Timeout: |, full error", msg)[0][:240]
     if isinstance(exc, pymongo.errors.OperationFailure) and exc.code in (18, 13, 8000):
         return StoreAuthError(
             f"MongoDB at {target} refused the credentials ({msg}); check the user, "

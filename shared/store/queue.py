@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,7 +52,7 @@ def peek_resource(jobs: Any, exp_key: str | None, resources: Iterable[str]) -> s
 
 
 def reserve(jobs: Any, owner: str, exp_key: str | None, resources: Iterable[str]) -> dict | None:
-    now = utcnow()
+    now, epoch = utcnow(), time.time()
     return jobs.find_one_and_update(
         _queue_query(exp_key, list(resources)),
         {
@@ -60,6 +61,8 @@ def reserve(jobs: Any, owner: str, exp_key: str | None, resources: Iterable[str]
                 "book_time": now,
                 "refresh_time": now,
                 "state": JOB_STATE_RUNNING,
+                "heartbeat": epoch,
+                "started": epoch,
             },
             "$inc": {"version": 1},
         },
@@ -74,7 +77,7 @@ def _owned(job: dict, owner: str) -> dict:
 
 def heartbeat(jobs: Any, job: dict, owner: str, extra: dict | None = None) -> bool:
     """Touch ``refresh_time``; False means the job is no longer ours (it was reaped)."""
-    fields = {"refresh_time": utcnow(), **sanitize(extra or {})}
+    fields = {"refresh_time": utcnow(), "heartbeat": time.time(), **sanitize(extra or {})}
     return jobs.update_one(_owned(job, owner), {"$set": fields}).matched_count == 1
 
 
@@ -89,7 +92,7 @@ def finish(jobs: Any, job: dict, owner: str, result: dict, error: str | None = N
         "result": sanitize(result),
         "state": JOB_STATE_ERROR if error else JOB_STATE_DONE,
         "refresh_time": utcnow(),
-        "end_time": utcnow(),
+        "ended": time.time(),
     }
     if error:
         fields["error"] = ["strix", error]
@@ -105,6 +108,7 @@ def requeue(jobs: Any, job: dict, owner: str, reason: str) -> bool:
             "owner": None,
             "book_time": None,
             "refresh_time": None,
+            "heartbeat": None,
             "requeue_reason": reason,
         },
         "$inc": {"version": 1, "requeues": 1},
@@ -115,15 +119,20 @@ def requeue(jobs: Any, job: dict, owner: str, reason: str) -> bool:
 def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = None) -> list[int]:
     """Requeue RUNNING jobs whose heartbeat is older than ``grace_s``; returns their tids.
 
-    Each update is conditioned on the ``refresh_time`` that was read, so when two reapers
+    Each update is conditioned on the ``heartbeat`` that was read, so when two reapers
     race over the same job exactly one of them wins, and ``attempts`` grows by one.
+    The heartbeat is an epoch float, not ``refresh_time``: nx-27017 turns datetimes
+    written by update operators into strings. Jobs run by stock hyperopt workers have
+    no heartbeat and are never reaped (they send none while they run).
     """
-    cutoff = utcnow() - dt.timedelta(seconds=grace_s)
-    query: dict[str, Any] = {"state": JOB_STATE_RUNNING, "refresh_time": {"$lt": cutoff}}
+    query: dict[str, Any] = {
+        "state": JOB_STATE_RUNNING,
+        "heartbeat": {"$lt": time.time() - grace_s},
+    }
     if exp_key is not None:
         query["exp_key"] = exp_key
     reaped = []
-    for doc in jobs.find(query, projection=["tid", "owner", "refresh_time", "attempts"]):
+    for doc in jobs.find(query, projection=["tid", "owner", "heartbeat", "attempts"]):
         attempts = int(doc.get("attempts") or 0) + 1
         lost = f"worker {doc.get('owner')} stopped sending heartbeats (attempt {attempts})"
         fields: dict[str, Any] = {
@@ -131,6 +140,7 @@ def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = Non
             "state": JOB_STATE_NEW,
             "book_time": None,
             "refresh_time": None,
+            "heartbeat": None,
             "requeue_reason": lost,
         }
         if attempts >= max_attempts:
@@ -140,7 +150,7 @@ def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = Non
                 "refresh_time": utcnow(),
                 "error": ["strix", gave_up],
             }
-        guard = {k: doc.get(k) for k in ("_id", "owner", "refresh_time")}
+        guard = {k: doc.get(k) for k in ("_id", "owner", "heartbeat")}
         done = jobs.update_one(
             {**guard, "state": JOB_STATE_RUNNING},
             {"$set": fields, "$inc": {"version": 1, "attempts": 1}},

@@ -1,0 +1,74 @@
+"""Everything the coordinator starts on this host, and stops again on exit.
+
+The embedded default: with no ``--mongo`` and nothing listening on 127.0.0.1:27017, an
+nx-27017 server starts with its data under ``$STRIX_HOME/mongo`` (so a study resumes
+after a restart), and ``--local-workers N`` starts N worker processes beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from shared import defaults
+from shared.embedded import EmbeddedServer, is_listening, start_embedded
+
+log = logging.getLogger(__name__)
+
+
+def embedded_or_running(home: Path, stack: ExitStack) -> str:
+    """URL of the local MongoDB: one already on the default port, else a new embedded one."""
+    host, port = defaults.EMBEDDED_HOST, defaults.EMBEDDED_PORT
+    if is_listening(host, port):
+        log.info("using the MongoDB already listening on %s:%d", host, port)
+        return f"mongodb://{host}:{port}"
+    server: EmbeddedServer = start_embedded(home / "mongo", host, port)
+    stack.callback(server.stop)
+    log.info("embedded MongoDB started on %s (data in %s)", server.url, server.data_dir)
+    return server.url
+
+
+class LocalWorkers:
+    """N ``python -m worker`` processes, logging to ``$STRIX_HOME/logs/worker-<i>.log``."""
+
+    def __init__(self, n: int, args: list[str], log_dir: Path, env: dict | None = None):
+        self.n, self.args, self.log_dir = n, args, log_dir
+        self.env = {**os.environ, **(env or {})}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(self.n):
+            self.procs.append(self._spawn(i))
+        log.info("started %d local worker(s); logs in %s", self.n, self.log_dir)
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        out = open(self.log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - owned by the child
+        cmd = [sys.executable, "-m", "worker", *self.args]
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
+    def check(self) -> None:
+        """Restart a worker that died (its trial is requeued by the reaper meanwhile)."""
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                log.warning("local worker %d exited with %s; restarting it", i, proc.returncode)
+                self.procs[i] = self._spawn(i)
+
+    def alive(self) -> int:
+        return sum(p.poll() is None for p in self.procs)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
