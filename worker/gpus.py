@@ -86,7 +86,12 @@ def forced_gpu(inventory: Inventory) -> int | None:
 
 
 def pin(index: int | None, inventory: Inventory) -> None:
-    """Make this process see only its GPU. Must run before TensorFlow is imported."""
+    """Make this process see only its GPU. Must run before TensorFlow is imported.
+
+    Memory growth is switched on so several light trials can share one GPU instead of
+    the first one grabbing all of its memory.
+    """
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     if inventory.fake:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # pretend GPUs must not grab a real one
     elif index is not None:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create .venv and install Strix with everything it needs (idempotent).
+# Also makes sure Fashion-MNIST is on this machine: ../shared/data/fashion-mnist, or the
+# Debian package dataset-fashion-mnist (online users can rely on keras.datasets instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: need Python >= 3.11 (found $("$PY" --version 2>&1)); set PYTHON=python3.11" >&2
+  exit 2
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.strix-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
+
+if [ -z "${STRIX_DATA_DIR:-}" ] && [ ! -f ../shared/data/fashion-mnist/train-labels-idx1-ubyte.gz ] \
+   && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "setup: Fashion-MNIST not found locally; installing dataset-fashion-mnist" >&2
+  if command -v apt-get >/dev/null; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist \
+      || echo "setup: could not install it; Strix will try keras.datasets (needs internet)" >&2
+  fi
+fi
