@@ -1,0 +1,416 @@
+"""The objective of one trial: build, train with early stopping, report a hyperopt result.
+
+A trial never raises for reasons that belong to the sampled parameters (a model too deep
+for the image, a learning rate that makes training diverge, a model too large for the
+GPU): those become ``{"status": "fail", ...}`` so the search goes on and TPE learns to avoid
+the region. Mistakes in the study itself (unknown model or optimizer, bad budget) raise
+:class:`~shared.errors.ConfigError`, because every later trial would fail the same way.
+
+The hyperopt ``loss`` is ``1 - val_accuracy`` of the weights early stopping restores (the
+epoch with the lowest validation loss), i.e. of the model that would actually be exported,
+not of whichever epoch happened to have the highest accuracy.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+import math
+import numbers
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shared import defaults
+from shared.data import Dataset
+from shared.errors import ConfigError, ModelError
+from shared.models import build_model
+from shared.spaces import flatten
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_OPTIMIZER = "adam"
+NAN_CHECK_EVERY = 16  # batches; reading the loss forces a device sync, so not every batch
+
+OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
+    "adam": keras.optimizers.Adam,
+    "adamax": keras.optimizers.Adamax,
+    "nadam": keras.optimizers.Nadam,
+    "rms-prop": keras.optimizers.RMSprop,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+}
+
+History = dict[str, list[float | None]]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long one trial may train; stored with the study so every worker agrees."""
+
+    max_epochs: int = defaults.MAX_EPOCHS
+    patience: int = defaults.PATIENCE
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(
+                    f"Budget.{name} must be a whole number >= 1, got {value!r}; "
+                    f"e.g. Budget(max_epochs={defaults.MAX_EPOCHS}, patience={defaults.PATIENCE})."
+                )
+            object.__setattr__(self, name, int(value))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"max_epochs": self.max_epochs, "patience": self.patience}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Budget:
+        unknown = sorted(set(d) - {"max_epochs", "patience"})
+        if unknown:
+            raise ConfigError(
+                f"unknown budget field(s) {unknown}; expected only 'max_epochs' and 'patience'."
+            )
+        return cls(**dict(d))
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """A fresh optimizer; the names are the ones the search spaces sample."""
+    cls = OPTIMIZERS.get(str(name).strip().lower())
+    if cls is None:
+        raise ConfigError(
+            f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)} "
+            "(fix the search space or the params)."
+        )
+    try:
+        lr = float(learning_rate)
+    except (TypeError, ValueError):
+        lr = math.nan
+    if not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(
+            f"learning_rate must be a finite number > 0, got {learning_rate!r}; e.g. 0.001."
+        )
+    return cls(learning_rate=lr)
+
+
+def train(
+    model_name: str,
+    params: Mapping[str, Any],
+    *,
+    data: Dataset,
+    epochs: int,
+    early_stopping: bool,
+    validation: bool,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    seed: int | None = None,
+    deterministic: bool = False,
+    weights: str | None = None,
+    patience: int = defaults.PATIENCE,
+    tb_dir: str | None = None,
+    verbose: int = 0,
+) -> tuple[keras.Model, History]:
+    """Build, compile and fit one model; shared by trials and the final retrain.
+
+    Raises ModelError when the params cannot be built for ``data``'s image size. A diverged
+    run is *not* an exception here: check :func:`diverged` on the returned history.
+    """
+    _check_request(data, early_stopping=early_stopping, validation=validation, tb_dir=tb_dir)
+    keras.backend.clear_session()
+    _seed(seed, deterministic)
+    flat = flatten(dict(params))
+    batch_size = _batch_size(flat.get("batch_size", DEFAULT_BATCH_SIZE))
+    optimizer = make_optimizer(
+        flat.get("optimizer", DEFAULT_OPTIMIZER), flat.get("learning_rate", DEFAULT_LEARNING_RATE)
+    )
+    model = _build(model_name, params, data, weights)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train_batches = _Batches(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed)
+    val_batches = (
+        _Batches(data.x_val, data.y_val, batch_size, shuffle=False) if validation else None
+    )
+    fitted = model.fit(
+        train_batches,
+        validation_data=val_batches,
+        epochs=int(epochs),
+        shuffle=False,  # _Batches shuffles itself, reproducibly from ``seed``
+        callbacks=_callbacks(callbacks, early_stopping, patience, tb_dir),
+        verbose=verbose,
+    )
+    return model, _plain_history(fitted.history)
+
+
+def run_trial(
+    model_name: str,
+    params: Mapping[str, Any],
+    *,
+    data: Dataset,
+    budget: Budget = Budget(),  # frozen, so one shared default is safe
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    seed: int | None = None,
+    deterministic: bool = False,
+    weights: str | None = None,
+    tb_dir: str | None = None,
+    verbose: int = 0,
+) -> dict[str, Any]:
+    """One hyperopt evaluation; returns a JSON/BSON-safe result dict and never the model."""
+    recorder = _Recorder()
+    base: dict[str, Any] = {"model": model_name, "image_size": int(data.spec.image_size)}
+    model = None
+    try:
+        model, _ = train(
+            model_name,
+            params,
+            data=data,
+            epochs=budget.max_epochs,
+            early_stopping=True,
+            validation=True,
+            callbacks=[recorder, *callbacks],
+            seed=seed,
+            deterministic=deterministic,
+            weights=weights,
+            patience=budget.patience,
+            tb_dir=tb_dir,
+            verbose=verbose,
+        )
+        return _summarise(base, recorder, params, budget)
+    except ModelError as exc:
+        log.info("trial %s failed to build: %s", model_name, exc)
+        return _fail(base, recorder, f"model cannot be built: {exc}")
+    except (tf.errors.OpError, MemoryError) as exc:
+        if not _is_oom(exc):
+            raise
+        log.warning("trial %s ran out of memory: %s", model_name, _first_line(exc))
+        return {**_fail(base, recorder, "oom"), "detail": _first_line(exc)}
+    finally:
+        del model
+        keras.backend.clear_session()
+        gc.collect()
+
+
+def diverged(history: Mapping[str, Sequence[float | None]]) -> str | None:
+    """Why a history shows divergence (a NaN/inf loss), or None when it is finite."""
+    for key in ("loss", "val_loss"):
+        for epoch, value in enumerate(history.get(key, ()), start=1):
+            if value is None or not math.isfinite(value):
+                return f"training diverged: {key} became NaN or inf in epoch {epoch}"
+    return None
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+class _Batches(keras.utils.PyDataset):
+    """Reads one batch at a time from the uint8 (often memory-mapped) arrays.
+
+    Why not ``model.fit(x, y)``: Keras would convert the whole split into one tensor, i.e.
+    a private copy per worker process; slicing the memmap per batch lets the page cache be
+    shared by all workers on a host, and the model casts uint8 to float on the device.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.x = x
+        self.y = np.asarray(y, dtype=np.int32)
+        self.batch_size = batch_size
+        self._rng = np.random.default_rng(seed) if shuffle else None
+        self._order = np.arange(len(x))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        # Sorted indices read the memmap front to back; order inside a batch is irrelevant.
+        idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
+        return np.asarray(self.x[idx]), self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        if self._rng is not None:
+            self._rng.shuffle(self._order)
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """TerminateOnNaN that also watches validation loss and syncs only every few batches."""
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if batch % NAN_CHECK_EVERY == 0:
+            self._check(logs, ("loss",))
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._check(logs, ("loss", "val_loss"))
+
+    def _check(self, logs: Mapping[str, Any] | None, keys: Sequence[str]) -> None:
+        for key in keys:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                self.model.stop_training = True
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Keeps history and timing outside ``fit`` so a failed trial still reports them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: History = {}
+        self.params_count: int | None = None
+        self.started: float | None = None
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+        self.params_count = int(self.model.count_params())
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(str(key), []).append(_plain(value))
+
+    def partial(self) -> dict[str, Any]:
+        elapsed = 0.0 if self.started is None else time.perf_counter() - self.started
+        return {
+            "epochs": len(self.history.get("loss", [])),
+            "history": self.history,
+            "train_seconds": float(elapsed),
+            "params_count": self.params_count,
+        }
+
+
+def _summarise(
+    base: dict[str, Any], recorder: _Recorder, params: Mapping[str, Any], budget: Budget
+) -> dict[str, Any]:
+    history = recorder.history
+    reason = diverged(history)
+    if reason is not None:
+        lr = flatten(dict(params)).get("learning_rate", DEFAULT_LEARNING_RATE)
+        return _fail(base, recorder, f"{reason}; try a lower learning_rate (was {lr})")
+    val_loss = history.get("val_loss", [])
+    if not val_loss:
+        return _fail(base, recorder, "no epoch completed (stopped before the first epoch ended)")
+    best = min(range(len(val_loss)), key=val_loss.__getitem__)  # first minimum, as Keras
+    val_accuracy = history.get("val_accuracy", [None] * len(val_loss))[best]
+    if val_accuracy is None:
+        return _fail(base, recorder, "val_accuracy was not reported for the best epoch")
+    partial = recorder.partial()
+    return {
+        **base,
+        **partial,
+        "status": "ok",
+        "loss": 1.0 - val_accuracy,
+        "val_loss": val_loss[best],
+        "val_accuracy": val_accuracy,
+        "best_epoch": best + 1,
+        "max_val_accuracy": max(v for v in history["val_accuracy"] if v is not None),
+        "stopped_early": partial["epochs"] < budget.max_epochs,
+    }
+
+
+def _fail(base: dict[str, Any], recorder: _Recorder, reason: str) -> dict[str, Any]:
+    return {**base, **recorder.partial(), "status": "fail", "loss": None, "reason": reason}
+
+
+def _build(
+    model_name: str, params: Mapping[str, Any], data: Dataset, weights: str | None
+) -> keras.Model:
+    try:
+        return build_model(
+            model_name,
+            dict(params),
+            image_size=data.spec.image_size,
+            channels=data.spec.channels,
+            weights=weights,
+        )
+    except ValueError as exc:  # Keras shape errors for combinations the builder missed
+        raise ModelError(
+            f"{model_name} cannot be built at {data.spec.image_size}px with {dict(params)}: "
+            f"{_first_line(exc)}"
+        ) from exc
+
+
+def _callbacks(
+    extra: Sequence[keras.callbacks.Callback],
+    early_stopping: bool,
+    patience: int,
+    tb_dir: str | None,
+) -> list[keras.callbacks.Callback]:
+    # Order matters: EarlyStopping snapshots weights before callers' callbacks see the epoch.
+    out: list[keras.callbacks.Callback] = [_StopOnNonFinite()]
+    if early_stopping:
+        out.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        )
+    if tb_dir is not None:
+        out.append(keras.callbacks.TensorBoard(log_dir=str(tb_dir), write_graph=False))
+    return [*out, *extra]
+
+
+def _check_request(
+    data: Dataset, *, early_stopping: bool, validation: bool, tb_dir: str | None
+) -> None:
+    """Refuse impossible combinations before any time is spent building."""
+    if early_stopping and not validation:
+        raise ConfigError("early stopping monitors val_loss, so it needs validation=True.")
+    if validation and len(data.x_val) == 0:
+        raise ConfigError("the validation split is empty; load it with validation_fraction > 0.")
+    if tb_dir is not None and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            f"tb_dir={tb_dir!r} needs the tensorboard package: `pip install tensorboard`, "
+            "or leave tb_dir unset."
+        )
+
+
+def _seed(seed: int | None, deterministic: bool) -> None:
+    if deterministic and seed is None:
+        raise ConfigError("deterministic=True needs a seed, e.g. seed=0.")
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    if deterministic:
+        # Process-wide and sticky: a worker that asks for it once keeps it.
+        tf.config.experimental.enable_op_determinism()
+
+
+def _batch_size(value: Any) -> int:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or value != int(value) or int(value) < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {value!r}; e.g. 32.")
+    return int(value)
+
+
+def _plain(value: Any) -> float | None:
+    """A JSON/BSON-safe float: numpy scalars become floats, NaN and inf become None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _plain_history(history: Mapping[str, Sequence[Any]]) -> History:
+    return {str(key): [_plain(v) for v in values] for key, values in history.items()}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, tf.errors.ResourceExhaustedError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or " oom " in f" {text} "
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
