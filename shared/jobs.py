@@ -15,19 +15,17 @@ from __future__ import annotations
 import contextvars
 import io
 import logging
-import os
 import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hyperopt import hp
 
-from shared import __version__, defaults
+from shared import __version__
 from shared.errors import JobError, StrixError
 
 log = logging.getLogger(__name__)
@@ -180,15 +178,9 @@ def objective(config: dict) -> dict:
 
 def resolve_weights(model: str, weights: str | None) -> str | None:
     """ "imagenet" means the local file in ``$STRIX_WEIGHTS_DIR`` when there is one (offline)."""
-    from shared.models import get_model
+    from shared.models import default_weights
 
-    info = get_model(model)
-    weights_dir = os.environ.get(defaults.ENV_WEIGHTS_DIR)
-    if weights == "imagenet" and weights_dir and info.weights_file:
-        local = Path(weights_dir) / info.weights_file
-        if local.exists():
-            return str(local)
-    return weights
+    return default_weights(model) if weights == "imagenet" else weights
 
 
 def toy_space(sleep_s: float = 0.0) -> dict:

@@ -1,0 +1,42 @@
+"""The fully connected baseline of the seed series (guidj, Part II).
+
+The flattened, rescaled image goes straight into the shared dense head: it is the yardstick
+the convolutional models are measured against (the seed reports ~85% test accuracy).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from shared.models._head import check_shape, dense_head, image_input
+
+NAME = "baseline"
+
+
+def build(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    fcl_num_layers: int = 2,
+    fcl_layer_size: int = 512,
+    fcl_dropout_rate: float = 0.2,
+    activation: str = "relu",
+    aug_crop: float = 0.0,
+    aug_flip: float = 0.0,
+    aug_rotate: float = 0.0,
+) -> keras.Model:
+    """A multi-layer perceptron on the raw image."""
+    check_shape(input_shape, min_size=1, model=NAME)
+    inputs, x = image_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = dense_head(
+        x,
+        num_layers=fcl_num_layers,
+        layer_size=fcl_layer_size,
+        dropout_rate=fcl_dropout_rate,
+        activation=activation,
+        num_classes=num_classes,
+        model=NAME,
+    )
+    return keras.Model(inputs, outputs, name=NAME)

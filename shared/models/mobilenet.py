@@ -1,0 +1,122 @@
+"""MobileNet transfer learning and its reduced version ("Training CNNs on Fashion-MNIST").
+
+The paper fine-tunes ImageNet MobileNet (v1, all 3.2M parameters trained) on images
+up-scaled to 56x56, with global average pooling, dropout and softmax on top. We use
+MobileNetV2 (alpha 1.0), whose ImageNet weights we have locally (v1's we do not); grey
+input is repeated to 3 channels and scaled to [-1, 1] inside the model. With pretrained
+weights the backbone's batch norms run in inference mode (their ImageNet statistics are
+kept while everything else is fine-tuned); with ``weights=None`` they train normally.
+
+``mobilenet_lite`` is the paper's "simplified MobileNet": keep the layers up to the 5th
+depthwise convolution, then pooling, dropout, softmax. In MobileNetV2 the depthwise convs
+are ``expanded_conv_depthwise`` (1st), ``block_1_depthwise`` ... so the 5th is
+``block_4_depthwise``. The paper's 140K parameters equal v1 up to ``conv_pw_5`` (the
+pointwise conv after its 5th depthwise, 137,152) plus a 256->10 softmax, i.e. it kept the
+5th depthwise-separable block whole; we likewise keep V2's 5th inverted-residual block
+whole and cut at ``block_4_add`` (32 channels at 1/8 resolution). That gives 43,328 + 330 =
+43,658 parameters, about a third of the paper's: V2's blocks are bottlenecks (32 channels
+where v1 has 256 at that depth, the wide part being a 192-channel depthwise in between).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from shared.errors import ModelError
+from shared.models._head import (
+    GrayToRgb,
+    backbone_weights,
+    check_rate,
+    check_shape,
+    classifier,
+    image_input,
+)
+
+MIN_SIZE = 56  # the paper's input size; MobileNetV2 itself refuses < 32
+LITE_MIN_SIZE = 32
+LITE_CUT = "block_4_add"
+WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def _backbone(height: int, width: int, weights: str | None, name: str) -> keras.Model:
+    try:
+        return keras.applications.MobileNetV2(
+            input_shape=(height, width, 3), alpha=1.0, include_top=False, weights=weights
+        )
+    except Exception as exc:  # download or h5 errors come as bare Exceptions
+        raise ModelError(
+            f"{name}: cannot load MobileNetV2 weights {weights!r} ({exc}); on an offline "
+            f"machine put {WEIGHTS_FILE} in $STRIX_WEIGHTS_DIR"
+        ) from exc
+
+
+def _build(
+    input_shape: tuple[int, int, int],
+    *,
+    name: str,
+    min_size: int,
+    lite: bool,
+    num_classes: int,
+    dropout_rate: float,
+    weights: str | None,
+    aug: tuple[float, float, float],
+) -> keras.Model:
+    check_shape(input_shape, min_size=min_size, model=name)
+    check_rate(name, "dropout_rate", dropout_rate)
+    weights = backbone_weights(weights, name)
+    base = _backbone(int(input_shape[0]), int(input_shape[1]), weights, name)
+    if lite:
+        base = keras.Model(base.input, base.get_layer(LITE_CUT).output, name="mobilenetv2_lite")
+    inputs, x = image_input(input_shape, crop=aug[0], flip=aug[1], rotate=aug[2])
+    x = GrayToRgb(name="to_rgb")(x)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
+    x = base(x, training=False) if weights is not None else base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(float(dropout_rate), name="dropout")(x)
+    return keras.Model(inputs, classifier(x, num_classes), name=name)
+
+
+def build(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    dropout_rate: float = 0.2,
+    weights: str | None = "imagenet",
+    aug_crop: float = 0.0,
+    aug_flip: float = 0.0,
+    aug_rotate: float = 0.0,
+) -> keras.Model:
+    """Full MobileNetV2 transfer model (>= 56 px); ``weights``: "imagenet", None or .h5."""
+    return _build(
+        input_shape,
+        name="mobilenet",
+        min_size=MIN_SIZE,
+        lite=False,
+        num_classes=num_classes,
+        dropout_rate=dropout_rate,
+        weights=weights,
+        aug=(aug_crop, aug_flip, aug_rotate),
+    )
+
+
+def build_lite(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    dropout_rate: float = 0.2,
+    weights: str | None = "imagenet",
+    aug_crop: float = 0.0,
+    aug_flip: float = 0.0,
+    aug_rotate: float = 0.0,
+) -> keras.Model:
+    """MobileNetV2 cut after its 5th inverted-residual block (>= 32 px)."""
+    return _build(
+        input_shape,
+        name="mobilenet_lite",
+        min_size=LITE_MIN_SIZE,
+        lite=True,
+        num_classes=num_classes,
+        dropout_rate=dropout_rate,
+        weights=weights,
+        aug=(aug_crop, aug_flip, aug_rotate),
+    )
