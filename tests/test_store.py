@@ -30,21 +30,21 @@ def store(mongo_url: str, db_name: str):
 
 
 def test_uri_forms_and_redaction() -> None:
-    t = parse_target("mongodb://u:hunter2@h:1/dbx?authSource=admin")
-    assert t.db == "dbx" and "hunter2" not in repr(t) and "hunter2" not in t.redacted
-    h = parse_target("mongo://u:pw9@h:2/studies/jobs")
-    assert (h.db, h.collection) == ("studies", "jobs") and "pw9" not in repr(h)
-    assert parse_target("mongodb+srv://u:zz@c.example.com/?tls=true").db == "strix"
-    assert redact("x mongodb://a:hunter2@h y") == "x mongodb://a:***@h y"
+    t = parse_target("mongodb://u:examplepw@h:1/dbx?authSource=admin")
+    assert t.db == "dbx" and "examplepw" not in repr(t) and "examplepw" not in t.redacted
+    h = parse_target("mongo://u:examplepw9@h:2/studies/jobs")
+    assert (h.db, h.collection) == ("studies", "jobs") and "examplepw9" not in repr(h)
+    assert parse_target("mongodb+srv://u:example-zz@c.example.com/?tls=true").db == "strix"
+    assert redact("x mongodb://a:examplepw@h y") == "x mongodb://a:***@h y"
     with pytest.raises(ConfigError, match="malformed MongoDB URI"):
         parse_target("localhost:27017")
 
 
 def test_unreachable_server_is_one_clear_line() -> None:
     with pytest.raises(StoreUnavailable) as err:
-        connect("mongodb://u:hunter2@127.0.0.1:1/", timeout_ms=300)
+        connect("mongodb://u:examplepw@127.0.0.1:1/", timeout_ms=300)
     msg = str(err.value)
-    assert "hunter2" not in msg and "\n" not in msg and "cannot reach MongoDB" in msg
+    assert "examplepw" not in msg and "\n" not in msg and "cannot reach MongoDB" in msg
 
 
 def test_reserve_takes_oldest_once(store) -> None:
