@@ -57,6 +57,7 @@ class LaunchConfig:
     data_dir: str | None
     cache_dir: str | None
     weights: str | None
+    tb_dir: str | None
     resource: str
     clamp: bool
     augment: bool
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", help=f"Fashion-MNIST idx directory (env {defaults.ENV_DATA_DIR})")
     a("--cache-dir", help=f"prepared-data cache (env {defaults.ENV_CACHE_DIR})")
     a("--weights", help="pretrained models: imagenet (default), none, or a local .h5 file")
+    a("--tb-dir", help="write TensorBoard logs of every trial under this (shared) directory")
     a("--resource", choices=["light", "heavy"], help="override the model's resource class")
     a("--clamp", action="store_true", help="limit num_blocks to what the image size allows")
     a("--augment", action="store_true", help="also tune crop/flip/rotate augmentation")
@@ -137,6 +139,7 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         data_dir=setting(args.data_dir, defaults.ENV_DATA_DIR, None),
         cache_dir=setting(args.cache_dir, defaults.ENV_CACHE_DIR, None),
         weights=None if weights in ("none", "None") else weights,
+        tb_dir=args.tb_dir,
         resource=args.resource or info.resource,
         clamp=args.clamp,
         augment=args.augment,
@@ -178,7 +181,13 @@ def make_study(cfg: LaunchConfig, store: Store) -> Study:
     )
     budget = Budget(max_epochs=cfg.max_epochs, patience=cfg.patience).to_dict()
     space = keras_space(
-        cfg.model, params, data_spec(cfg).to_dict(), budget, seed=cfg.seed, weights=cfg.weights
+        cfg.model,
+        params,
+        data_spec(cfg).to_dict(),
+        budget,
+        seed=cfg.seed,
+        weights=cfg.weights,
+        tb_dir=cfg.tb_dir,
     )
     return Study(
         store,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hyperopt import hp
@@ -111,6 +112,7 @@ class JobConfig:
     budget: dict
     seed: int | None = None
     weights: str | None = None
+    tb_dir: str | None = None
     strix_version: str = __version__
 
 
@@ -140,6 +142,7 @@ def keras_space(
     *,
     seed: int | None = None,
     weights: str | None = None,
+    tb_dir: str | None = None,
 ) -> dict:
     """The space ``fmin`` samples: the model's params plus the constants every job carries."""
     return {
@@ -149,6 +152,7 @@ def keras_space(
         "budget": budget,
         "seed": seed,
         "weights": weights,
+        "tb_dir": tb_dir,
         "strix_version": __version__,
     }
 
@@ -173,7 +177,16 @@ def objective(config: dict) -> dict:
         callbacks=ctx.callbacks,
         seed=job.seed,
         weights=resolve_weights(job.model, job.weights),
+        tb_dir=_trial_tb_dir(job.tb_dir, ctx.job),
     )
+
+
+def _trial_tb_dir(tb_dir: str | None, job: dict | None) -> str | None:
+    """One TensorBoard run per trial: ``<tb_dir>/<exp_key>/trial-<tid>``."""
+    if not tb_dir:
+        return None
+    job = job or {}
+    return str(Path(tb_dir) / str(job.get("exp_key", "study")) / f"trial-{job.get('tid', 'x')}")
 
 
 def resolve_weights(model: str, weights: str | None) -> str | None:

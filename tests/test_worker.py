@@ -123,6 +123,8 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
         "--no-progress",
         "--heartbeat",
         "2",
+        "--tb-dir",
+        str(tmp_path / "tb"),
     ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text() for p in Path(tmp_path / "home" / "logs").glob("*.log"))
@@ -139,3 +141,6 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
     owners = {d["owner"] for d in docs}
     assert len(owners) == 2, "both workers should have run trials"
     assert store.find_metrics({"exp_key": "e2e"}), "per-epoch metrics were written live"
+    runs = sorted(p.name for p in (tmp_path / "tb" / "e2e").iterdir())
+    assert runs == sorted(f"trial-{d['tid']}" for d in docs), "one TensorBoard run per trial"
+    assert any((tmp_path / "tb" / "e2e").rglob("events.out.tfevents.*"))
