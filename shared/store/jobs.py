@@ -83,6 +83,18 @@ class ScopedGridFS:
         return sorted({n.split(_SEP)[0] for n in self.fs.list()})
 
 
+def take(jobs: Any, owner: Any, query: dict, extra: dict | None = None) -> dict | None:
+    """Atomically turn the oldest job matching ``query`` into RUNNING for ``owner``."""
+    now = coarse_utcnow()
+    fields = {"owner": owner, "book_time": now, "refresh_time": now, "state": JOB_STATE_RUNNING}
+    return jobs.find_one_and_update(
+        query,
+        {"$set": {**fields, **(extra or {})}, "$inc": {"version": 1}},
+        sort=[("tid", pymongo.ASCENDING)],
+        return_document=pymongo.ReturnDocument.AFTER,
+    )
+
+
 @guard_methods
 class StrixMongoJobs(MongoJobs):
     """pymongo-4-native ``MongoJobs``: same collections, same documents, same protocol."""
@@ -128,21 +140,7 @@ class StrixMongoJobs(MongoJobs):
         if exp_key is not None:
             query["exp_key"] = exp_key
         query.update(owner=None, state=JOB_STATE_NEW)
-        now = coarse_utcnow()
-        return self.jobs.find_one_and_update(
-            query,
-            {
-                "$set": {
-                    "owner": host_id,
-                    "book_time": now,
-                    "refresh_time": now,
-                    "state": JOB_STATE_RUNNING,
-                },
-                "$inc": {"version": 1},
-            },
-            sort=[("tid", pymongo.ASCENDING)],
-            return_document=pymongo.ReturnDocument.AFTER,
-        )
+        return take(self.jobs, host_id, query)
 
     def update(
         self, doc: dict, dct: dict, collection: Any = None, do_sanity_checks: bool = True

@@ -21,6 +21,7 @@ from shared.store.jobs import (
     JOB_STATE_NEW,
     JOB_STATE_RUNNING,
     sanitize,
+    take,
 )
 
 log = logging.getLogger(__name__)
@@ -52,23 +53,10 @@ def peek_resource(jobs: Any, exp_key: str | None, resources: Iterable[str]) -> s
 
 
 def reserve(jobs: Any, owner: str, exp_key: str | None, resources: Iterable[str]) -> dict | None:
-    now, epoch = utcnow(), time.time()
-    return jobs.find_one_and_update(
-        _queue_query(exp_key, list(resources)),
-        {
-            "$set": {
-                "owner": owner,
-                "book_time": now,
-                "refresh_time": now,
-                "state": JOB_STATE_RUNNING,
-                "heartbeat": epoch,
-                "started": epoch,
-            },
-            "$inc": {"version": 1},
-        },
-        sort=[("tid", pymongo.ASCENDING)],
-        return_document=pymongo.ReturnDocument.AFTER,
-    )
+    """Like hyperopt's reserve, by resource class, and starting the heartbeat clock."""
+    epoch = time.time()
+    query = _queue_query(exp_key, list(resources))
+    return take(jobs, owner, query, {"heartbeat": epoch, "started": epoch})
 
 
 def _owned(job: dict, owner: str) -> dict:
