@@ -9,6 +9,7 @@ every epoch). ``--watch`` redraws that view until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import datetime as dt
 import io
@@ -18,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from coordinator.summary import format_table, top_trials
@@ -282,8 +284,18 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    """Connect by Strix's priority: --mongo, then $STRIX_MONGO, then the default local URL."""
-    url = str(setting(args.mongo, defaults.ENV_MONGO, defaults.MONGO_URL))
+    """Connect by Strix's priority: --mongo, then $STRIX_MONGO, then the embedded default.
+
+    After ``launch`` on the embedded default, its server is gone; this starts it again
+    on the same data (``$STRIX_HOME/mongo``) for as long as the command runs.
+    """
+    url = setting(args.mongo, defaults.ENV_MONGO, None)
+    if url is None:
+        from coordinator.local import embedded_or_running
+
+        stack = ExitStack()
+        atexit.register(stack.close)
+        url = embedded_or_running(defaults.strix_home(), stack)
     db = str(setting(args.db, defaults.ENV_DB, defaults.DB_NAME))
     return connect(url, db)
 

@@ -9,4 +9,4 @@ if [ -z "${STRIX_DATA_DIR:-}" ] && [ -f ../shared/data/fashion-mnist/train-label
   export STRIX_DATA_DIR="$PWD/../shared/data/fashion-mnist"
 fi
 exec .venv/bin/python -m coordinator.launch --model convstrix --local-workers 2 \
-  --max-evals 4 --image-size 32 --max-epochs 2 --limit 3000 --seed 1 --clamp "$@"
+  --max-evals 4 --image-size 32 --max-epochs 2 --limit 2000 --seed 1 --clamp "$@"
