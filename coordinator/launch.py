@@ -22,6 +22,7 @@ from shared.errors import ConfigError, StrixError
 if TYPE_CHECKING:  # heavy imports (TensorFlow, OpenCV) wait until they are needed
     from coordinator.study import Study
     from shared.data import DataSpec
+    from shared.models import ModelInfo
     from shared.store import Store
 
 log = logging.getLogger("coordinator.launch")
@@ -106,21 +107,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace) -> LaunchConfig:
+def _checked_model(args: argparse.Namespace) -> tuple[ModelInfo, int]:
+    """Validate the flags that need no TensorFlow first, then the model and image size."""
+    from shared.spaces import SPACES
+
+    if args.model not in SPACES:  # checked before TensorFlow loads with shared.models
+        raise ConfigError(
+            f"unknown model {args.model!r}; choose one of: {', '.join(sorted(SPACES))}"
+        )
+    _check_positive("--max-evals", args.max_evals)
+    _check_positive("--max-epochs", args.max_epochs)
+    if args.gpu_capacity is not None:
+        _check_positive("--gpu-capacity", args.gpu_capacity)
+    if args.local_workers < 0:
+        raise ConfigError(f"--local-workers must be >= 0, got {args.local_workers}; e.g. 2")
     from shared.models import get_model
 
     info = get_model(args.model)
     size = args.image_size or info.image_size
-    _check_positive("--max-evals", args.max_evals)
-    _check_positive("--max-epochs", args.max_epochs)
     if size < info.min_size:
         raise ConfigError(
             f"--image-size {size} is too small for {info.name}; it needs at least {info.min_size}"
         )
-    if args.local_workers < 0:
-        raise ConfigError(f"--local-workers must be >= 0, got {args.local_workers}")
+    return info, size
+
+
+def resolve(args: argparse.Namespace) -> LaunchConfig:
+    info, size = _checked_model(args)
     weights = args.weights or ("imagenet" if info.weights_file else None)
-    return LaunchConfig(
+    cfg = LaunchConfig(
         model=info.name,
         exp_key=args.exp_key or f"{info.name}-{size}px",
         max_evals=args.max_evals,
@@ -150,11 +165,19 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         progress=not args.no_progress,
         home=defaults.strix_home(),
     )
+    data_spec(cfg)  # bad --limit/--interpolation fail now, before any server starts
+    return cfg
+
+
+_EXAMPLE_VALUES = {"--max-evals": 50, "--max-epochs": 50, "--gpu-capacity": 4}
 
 
 def _check_positive(flag: str, value: int) -> None:
     if value is None or value < 1:
-        raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+        raise ConfigError(
+            f"{flag} must be a positive integer, got {value!r}; e.g. {flag} "
+            f"{_EXAMPLE_VALUES.get(flag, 1)}"
+        )
 
 
 def data_spec(cfg: LaunchConfig) -> DataSpec:

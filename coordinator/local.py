@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared import defaults
 from shared.embedded import EmbeddedServer, is_listening, start_embedded
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,22 @@ class LocalWorkers:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
 
     def check(self) -> None:
-        """Restart a worker that died (its trial is requeued by the reaper meanwhile)."""
+        """Restart a worker that died (its trial is requeued by the reaper meanwhile).
+
+        Exit code 2 is a configuration error: restarting cannot help, so it stops the study.
+        """
         for i, proc in enumerate(self.procs):
-            if proc.poll() is not None:
-                log.warning("local worker %d exited with %s; restarting it", i, proc.returncode)
-                self.procs[i] = self._spawn(i)
+            if proc.poll() is None:
+                continue
+            if proc.returncode == 2:
+                raise ConfigError(f"local worker {i} refused to start: {self._last_error(i)}")
+            log.warning("local worker %d exited with %s; restarting it", i, proc.returncode)
+            self.procs[i] = self._spawn(i)
+
+    def _last_error(self, i: int) -> str:
+        lines = (self.log_dir / f"worker-{i}.log").read_text(errors="replace").splitlines()
+        errors = [line for line in lines if "error:" in line]
+        return (errors or lines or ["(no output)"])[-1].strip()
 
     def alive(self) -> int:
         return sum(p.poll() is None for p in self.procs)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, StoreUnavailable
 from shared.store import JOB_STATE_DONE, Store
 
 log = logging.getLogger(__name__)
@@ -54,28 +54,42 @@ class Poster(threading.Thread):
         super().__init__(name="strix-fmin", daemon=True)
         self.study = study
         self.error: BaseException | None = None
+        self.halt = threading.Event()  # the coordinator is leaving: stop retrying
 
     def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                self._exhaust()
+                return
+            except StoreUnavailable as e:  # MongoDB restarting: resume where hyperopt left off
+                if self.halt.is_set():
+                    return
+                log.warning("posting paused, store unavailable (%s); retry in %.0fs", e, delay)
+                self.halt.wait(delay)
+                delay = min(delay * 2, 15.0)
+            except BaseException as e:
+                self.error = e
+                return
+
+    def _exhaust(self) -> None:
         from hyperopt import base
         from hyperopt.fmin import FMinIter
 
         s = self.study
-        try:
-            trials = s.store.trials(s.exp_key, resource=s.resource, meta=s.meta)
-            it = FMinIter(
-                _algo(s.algo),
-                base.Domain(s.fn, s.space),
-                trials,
-                rstate=np.random.default_rng(s.seed),
-                max_queue_len=s.max_queue_len,
-                poll_interval_secs=s.poll_interval,
-                max_evals=s.max_evals,
-                show_progressbar=False,
-                verbose=False,
-            )
-            it.exhaust()
-        except BaseException as e:
-            self.error = e
+        trials = s.store.trials(s.exp_key, resource=s.resource, meta=s.meta)
+        it = FMinIter(
+            _algo(s.algo),
+            base.Domain(s.fn, s.space),
+            trials,
+            rstate=np.random.default_rng(s.seed),
+            max_queue_len=s.max_queue_len,
+            poll_interval_secs=s.poll_interval,
+            max_evals=s.max_evals,
+            show_progressbar=False,
+            verbose=False,
+        )
+        it.exhaust()
 
 
 def best_loss(store: Store, exp_key: str) -> float | None:
@@ -109,18 +123,30 @@ def run(
     try:
         while poster.is_alive():
             poster.join(interval)
-            study.store.reap(grace, max_attempts)
-            counts = study.store.counts(study.exp_key)
+            try:
+                study.store.reap(grace, max_attempts)
+                counts = study.store.counts(study.exp_key)
+            except StoreUnavailable as e:  # keep watching: workers and poster ride it out too
+                log.warning("store unavailable (%s); retrying", e)
+                continue
             if counts["running"]:
                 idle_since = time.monotonic()
-            _update_bar(bar, study, counts)
+            _safe_update(bar, study, counts)
             _warn_if_idle(counts, idle_since)
             if on_tick:
                 on_tick()
     finally:
+        poster.halt.set()
         bar.close()
     if poster.error is not None:
         raise poster.error
+
+
+def _safe_update(bar: tqdm, study: Study, counts: dict[str, int]) -> None:
+    try:
+        _update_bar(bar, study, counts)
+    except StoreUnavailable as e:
+        log.warning("store unavailable (%s); progress not updated", e)
 
 
 def _update_bar(bar: tqdm, study: Study, counts: dict[str, int]) -> None:

@@ -64,11 +64,25 @@ LAUNCH = {
     ),
     "max-evals-zero": (
         ["--max-evals", "0"],
-        "launch: error: --max-evals must be a positive integer, got 0",
+        "launch: error: --max-evals must be a positive integer, got 0; e.g. --max-evals 50",
     ),
     "image-too-small": (
         ["--model", "vggstrix", "--image-size", "16"],
         "launch: error: --image-size 16 is too small for vggstrix; it needs at least 32",
+    ),
+    "gpu-capacity-zero": (
+        ["--gpu-capacity", "0", "--local-workers", "1"],
+        "launch: error: --gpu-capacity must be a positive integer, got 0; e.g. --gpu-capacity 4",
+    ),
+    # data settings are checked before any server is reached or started
+    "limit-too-small": (
+        ["--limit", "5"],
+        "launch: error: limit must be an integer in [20, 60000], got 5",
+    ),
+    "interpolation": (
+        ["--interpolation", "bogus"],
+        "launch: error: interpolation must be one of ['area', 'cubic', 'linear', 'nearest'], "
+        "got 'bogus'",
     ),
 }
 
@@ -93,30 +107,43 @@ def test_launch_rejects(key: str, capsys: pytest.CaptureFixture, monkeypatch) ->
     assert capsys.readouterr().err.strip().splitlines()[-1] == expected
 
 
-LATE = {
-    "limit-too-small": (
-        ["--limit", "5"],
-        "launch: error: limit must be an integer in [20, 60000], got 5",
-    ),
-    "interpolation": (
-        ["--interpolation", "bogus"],
-        "launch: error: interpolation must be one of ['area', 'cubic', 'linear', 'nearest'], "
-        "got 'bogus'",
-    ),
-}
-
-
-@pytest.mark.parametrize("key", sorted(LATE))
-def test_launch_rejects_data_settings(
-    key: str, mongo_url: str, db_name: str, capsys: pytest.CaptureFixture, monkeypatch
+@pytest.mark.slow
+def test_launch_stops_when_a_local_worker_refuses_to_start(
+    mongo_url: str, db_name: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    """Checked only once the store answers (reported: resolve() could check them first)."""
-    from coordinator.launch import main
-
-    monkeypatch.setenv("STRIX_HOME", "/nonexistent-strix-home")
-    argv, expected = LATE[key]
-    assert main(["--mongo", mongo_url, "--db", db_name, "--no-progress", *argv]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == expected
+    """A worker's configuration error ends the study at once instead of a restart loop."""
+    env = {
+        "STRIX_GPU_CAPACITY": "abc",
+        "STRIX_HOME": str(tmp_path),
+        "STRIX_CACHE_DIR": str(tmp_path),
+    }
+    res = _cli(
+        "-m",
+        "coordinator.launch",
+        "--mongo",
+        mongo_url,
+        "--db",
+        db_name,
+        "--model",
+        "baseline",
+        "--image-size",
+        "28",
+        "--limit",
+        "100",
+        "--max-evals",
+        "1",
+        "--local-workers",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--no-progress",
+        env=env,
+        timeout=300,
+    )
+    assert _error_line(res) == (
+        "launch: error: local worker 0 refused to start: strix-worker: error: "
+        "STRIX_GPU_CAPACITY must be an integer, got 'abc'"
+    )
 
 
 def test_launch_rejects_a_non_integer_max_evals() -> None:
@@ -143,7 +170,8 @@ WORKER = {
     "heartbeat-zero": (
         ["--heartbeat", "0"],
         {},
-        "strix-worker: error: --heartbeat must be > 0, got 0.0",
+        "strix-worker: error: --heartbeat must be > 0, got 0.0; pass a positive number or omit "
+        "the flag for the default",
     ),
     "grace-below-heartbeat": (
         ["--heartbeat", "5", "--grace", "2"],
@@ -197,7 +225,7 @@ def test_unreachable_server_is_one_line() -> None:
     assert _error_line(res) == (
         f"strix-worker: error: cannot reach MongoDB at mongodb://127.0.0.1:{port} (db strix): "
         f"127.0.0.1:{port}: [Errno 111] Connection refused. Is the server running and the "
-        "host/port right? (omit --mongo to use the embedded server)"
+        "host/port right, and does this machine reach it?"
     )
 
 

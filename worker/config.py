@@ -80,7 +80,10 @@ def _positive(name: str, value: float | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if value is None or value <= 0:
-        raise ConfigError(f"--{name} must be > 0, got {value!r}")
+        raise ConfigError(
+            f"--{name} must be > 0, got {value!r}; pass a positive number or omit the flag "
+            "for the default"
+        )
 
 
 def resolve(args: argparse.Namespace) -> WorkerConfig:

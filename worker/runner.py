@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import JobError, StoreError
+from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.jobs import RunContext, load_domain, parse_config, run_context
 from shared.store import Store
 from worker.callbacks import make_callbacks
@@ -187,10 +187,13 @@ class Worker:
     def _evaluate(self, job: dict) -> tuple[str, Any]:
         """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""
         try:
-            domain, spec, config = self._config(job)
+            domain, spec, config = self._config_retrying(job)
             parse_config(config)
         except JobError as e:
             return "error", str(e)
+        except StoreError as e:
+            log.warning("store unavailable at trial start (%s); giving the trial back", e)
+            return "stopped", "store unavailable at trial start"
         self._safe(self.store.set_fields, job, self.id, {"spec": config, "worker": self._info()})
         ctx = RunContext(load_data=self._load_data, stop=self.trial_stop, job=job)
         if config.get("model") != "toy":
@@ -236,7 +239,8 @@ class Worker:
         if self.lost:
             log.warning("trial %s was taken over by another worker; result dropped", tid)
         elif kind == "stopped":
-            self._safe(self.store.requeue, job, self.id, "worker stopped by signal", retry_s=5)
+            reason = payload or "worker stopped by signal"
+            self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace)
             log.info("trial %s put back in the queue (worker stopping)", tid)
         elif kind == "error":
             self._safe(
@@ -247,6 +251,17 @@ class Worker:
             self._safe(self.store.finish, job, self.id, payload, retry_s=self.cfg.grace)
             log.info("trial %s %s: loss=%s", tid, payload.get("status"), payload.get("loss"))
         self.failures = self.failures + 1 if kind in ("error", "fail") else 0
+
+    def _config_retrying(self, job: dict) -> tuple[Any, dict, Any]:
+        """``_config`` through a short store outage (a restart), for up to the grace period."""
+        deadline = time.monotonic() + self.cfg.grace
+        while True:
+            try:
+                return self._config(job)
+            except StoreUnavailable:
+                if time.monotonic() >= deadline or self.trial_stop.is_set():
+                    raise
+                time.sleep(1.0)
 
     def _config(self, job: dict) -> tuple[Any, dict, Any]:
         from hyperopt import pyll

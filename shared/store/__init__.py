@@ -24,7 +24,7 @@ from shared.store.jobs import (
     StrixMongoJobs,
     sanitize,
 )
-from shared.store.trials import StrixMongoTrials
+from shared.store.trials import Attachments, StrixMongoTrials
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Store:
         return {STATES[k]: v for k, v in queue.counts(self.jobs, exp_key).items()}
 
     def attachment(self, name: str, exp_key: str | None) -> bytes:
-        return self.trials(exp_key or "", refresh=False).attachments[name]
+        return Attachments(self.handle, exp_key)[name]
 
     # --- GPU slots and leases (see shared.store.leases) --------------------------------
     def register_gpus(self, host: str, indices: list[int], capacity: int) -> None:

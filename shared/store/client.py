@@ -8,6 +8,7 @@ a password never reaches a log line or an error message.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -110,7 +111,7 @@ def translate(exc: BaseException, target: str = "MongoDB") -> StoreError:
     if isinstance(exc, pymongo.errors.ServerSelectionTimeoutError | pymongo.errors.AutoReconnect):
         return StoreUnavailable(
             f"cannot reach MongoDB at {target}: {msg}. Is the server running and the "
-            "host/port right? (omit --mongo to use the embedded server)"
+            "host/port right, and does this machine reach it?"
         )
     if isinstance(exc, pymongo.errors.ConfigurationError):
         return StoreError(f"bad MongoDB configuration for {target}: {msg}")
@@ -140,9 +141,14 @@ def guarded(fn: F) -> F:
 
 
 def guard_methods(cls: type) -> type:
-    """Wrap every public method of ``cls`` with :func:`guarded` (one place, no forgetting)."""
-    for name, value in list(vars(cls).items()):
-        if callable(value) and not name.startswith("_") and not isinstance(value, type):
+    """Wrap every public method of ``cls``, inherited ones too, with :func:`guarded`.
+
+    hyperopt's own ``MongoTrials.refresh`` and friends talk to pymongo as well, so the
+    inherited methods must not leak pymongo errors either (one place, no forgetting).
+    """
+    for name in dir(cls):
+        value = inspect.getattr_static(cls, name)
+        if not name.startswith("_") and inspect.isfunction(value):
             setattr(cls, name, guarded(value))
     return cls
 

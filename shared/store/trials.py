@@ -21,7 +21,7 @@ from shared.store.jobs import StrixMongoJobs
 log = logging.getLogger(__name__)
 
 
-class _Attachments:
+class Attachments:
     """Trials-level attachments (the pickled Domain lives here), scoped by ``exp_key``."""
 
     def __init__(self, handle: StrixMongoJobs, exp_key: str | None) -> None:
@@ -114,5 +114,5 @@ class StrixMongoTrials(MongoTrials):
         self.refresh()
 
     @property
-    def attachments(self) -> _Attachments:  # type: ignore[override]
-        return _Attachments(self.handle, self._exp_key)
+    def attachments(self) -> Attachments:  # type: ignore[override]
+        return Attachments(self.handle, self._exp_key)
