@@ -4,8 +4,10 @@ Resizing 28 px images to e.g. 128 px is done once per (size, interpolation, chan
 source) and cached, because every trial on every worker needs the same arrays. The
 cache is plain uint8 .npy read with ``mmap_mode="r"``, so all workers on a host share
 the page cache instead of each holding its own copy; scaling to [0, 1] happens inside
-the model (a Rescaling layer). OpenCV does the resizing because it renders these small
-images more faithfully than Keras' image utilities. Splits are cached the same way,
+the model (a Rescaling layer). OpenCV does the resizing, as in the seed: it is 2-3x
+faster than ``tf.image.resize`` here and as faithful (PSNR within 0.2 dB; see
+docs/benchmarks.md, which contradicts the seed's visual claim that Keras distorts them).
+Splits are cached the same way,
 so the training arrays handed to a worker are memory-mapped too.
 """
 
