@@ -238,10 +238,10 @@ def _with_password(url: str, password: str) -> str:
 
 
 def test_wrong_password_is_refused_and_redacted(mongo_url: str) -> None:
-    url = _with_password(mongo_url, "s3cr3t-wrong")
+    url = _with_password(mongo_url, "example-wrong-pw")
     res = _cli("-m", "worker", "--mongo", url)
     line = _error_line(res)
-    shown = url.replace("s3cr3t-wrong", "***")
+    shown = url.replace("example-wrong-pw", "***")
     if os.environ.get("MONGO_URL"):  # a real mongod: the real authentication error
         assert line.startswith(f"strix-worker: error: MongoDB at {shown} (db strix) refused the ")
         assert line.endswith("check the user, password and authSource in the URI")
@@ -250,7 +250,7 @@ def test_wrong_password_is_refused_and_redacted(mongo_url: str) -> None:
             f"strix-worker: error: MongoDB at {shown} (db strix) does not support authentication "
             "(the embedded nx-27017 has none); remove user:password from the URI for it"
         )
-    assert "s3cr3t-wrong" not in res.stderr + res.stdout
+    assert "example-wrong-pw" not in res.stderr + res.stdout
 
 
 # --- the dataset -------------------------------------------------------------------------------
