@@ -34,5 +34,20 @@ class StoreAuthError(StoreError):
     """MongoDB refused the credentials."""
 
 
+class StoreConfigError(StoreError, ConfigError):
+    """A MongoDB URI or store option that Strix cannot use (both kinds of error at once)."""
+
+
+class StoreUsageError(StoreError, ValueError):
+    """A store call with arguments hyperopt's API refuses with ValueError."""
+
+
+class MissingAttachment(StoreError, KeyError):
+    """An attachment that is not there: a KeyError for mapping code, a StoreError for ours."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "attachment not found"
+
+
 class JobError(StrixError):
     """A job document cannot be run: missing or garbled spec, wrong Strix version."""

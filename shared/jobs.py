@@ -2,8 +2,8 @@
 
 ``fmin`` pickles its Domain (objective + space) into MongoDB. The objectives here are
 module-level functions of the installed ``shared`` package, so cloudpickle stores them by
-reference: a worker runs only code it has installed, and :func:`load_domain` refuses a
-pickle that would bring any other code along.
+reference: a worker runs only code it has installed, and :func:`shared.domain.load_domain`
+refuses a pickle that would bring any other code along.
 
 The evaluated space is a plain dict (model name, params, data settings, budget, Strix
 version), so every worker prepares the identical dataset cache and refuses jobs that a
@@ -13,9 +13,7 @@ different Strix release posted.
 from __future__ import annotations
 
 import contextvars
-import io
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,48 +28,6 @@ from shared import __version__
 from shared.errors import JobError, StrixError
 
 log = logging.getLogger(__name__)
-
-# modules a pickled Domain may reference; everything else is refused
-_SAFE_MODULES = ("shared.", "hyperopt.", "numpy", "collections", "copyreg", "_codecs")
-_SAFE_BUILTINS = {
-    "set",
-    "frozenset",
-    "slice",
-    "range",
-    "complex",
-    "object",
-    "dict",
-    "list",
-    "tuple",
-    "int",
-    "float",
-    "str",
-    "bytes",
-    "bool",
-    "getattr",
-}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return super().find_class(module, name)
-        if module.startswith(_SAFE_MODULES) or module in ("shared", "hyperopt", "numpy"):
-            return super().find_class(module, name)
-        raise JobError(
-            f"refusing to run code from {module}.{name}: workers only run functions of the "
-            "installed `shared` package; post the study with `python -m coordinator.launch`"
-        )
-
-
-def load_domain(blob: bytes) -> Any:
-    """Unpickle hyperopt's Domain, allowing only installed Strix/hyperopt/numpy code."""
-    try:
-        return _SafeUnpickler(io.BytesIO(blob)).load()
-    except JobError:
-        raise
-    except Exception as e:  # a garbled attachment can fail in many ways
-        raise JobError(f"the study's pickled Domain cannot be loaded: {e!r}") from None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared.embedded import start_embedded
+from shared.store import Store, connect
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +69,13 @@ def db_name() -> str:
 @pytest.fixture
 def mongo_url(mongo_server: str) -> str:
     return mongo_server
+
+
+@pytest.fixture
+def store(mongo_url: str, db_name: str) -> Iterator[Store]:
+    """A connected store on a fresh database, dropped after the test."""
+    s = connect(mongo_url, db_name)
+    s.create_indexes()
+    yield s
+    s.client.drop_database(db_name)
+    s.close()

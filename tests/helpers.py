@@ -33,6 +33,27 @@ def insert_toy_jobs(store: Store, exp_key: str, n: int, resource: str = "light")
     return tids
 
 
+def post_toy(store: Store, exp_key: str, n: int, sleep_s: float = 0.0) -> list[int]:
+    """Post ``n`` toy trials exactly as ``fmin`` would (Domain attached), without waiting."""
+    import cloudpickle
+    from hyperopt import base, rand
+
+    from shared.jobs import toy_objective, toy_space
+
+    trials = store.trials(exp_key, refresh=False)
+    domain = base.Domain(toy_objective, toy_space(sleep_s))
+    trials.attachments["FMinIter_Domain"] = cloudpickle.dumps(domain)
+    docs = rand.suggest(trials.new_trial_ids(n), domain, trials, 1)
+    trials.insert_trial_docs(docs)
+    return [d["tid"] for d in docs]
+
+
+def job_of(store: Store, exp_key: str) -> dict:
+    """The single job of a study."""
+    (doc,) = store.find_jobs({"exp_key": exp_key})
+    return doc
+
+
 def start_worker(
     url: str, db: str, *args: str, env: dict | None = None, log: Path | None = None
 ) -> subprocess.Popen:

@@ -198,9 +198,9 @@ WORKER = {
     "malformed-uri": (
         ["--mongo", "localhost:27017"],
         {},
-        "strix-worker: error: malformed MongoDB URI 'localhost:27017': expected "
-        "mongodb://[user:pass@]host[:port][/db][?options], mongodb+srv://..., or "
-        "hyperopt's mongo://host:port/db/jobs",
+        "strix-worker: error: malformed --mongo 'localhost:27017': expected hyperopt's "
+        "host[:port]/db (e.g. localhost:27017/strix), or a mongodb://[user:pass@]host[:port][/db] "
+        "URI",
     ),
     "bad-port": (
         ["--mongo", "mongodb://127.0.0.1:99999"],
@@ -500,7 +500,9 @@ JOB_ERRORS = {
     "badpickle": "the study's pickled Domain cannot be loaded: UnpicklingError(\"invalid load "
     "key, 'n'.\")",
     "foreign": "refusing to run code from posix.system: workers only run functions of the "
-    "installed `shared` package; post the study with `python -m coordinator.launch`",
+    "installed `shared` package; post the study with `python -m coordinator.launch`, or "
+    "start the worker with --allow-module PKG to run an objective from a package installed "
+    "on it",
     "oldversion": f"job posted by Strix 0.0.1, this worker runs {__version__}; run workers of "
     "the same version as the coordinator",
     "garbled": "trial spec cannot be evaluated: NotImplementedError: ('multiple values', ('x', "
@@ -529,8 +531,8 @@ def test_worker_carries_on_after_broken_jobs(broken_jobs) -> None:
 
 def test_plain_pickle_with_foreign_code_is_refused() -> None:
     """The refusal is by module, so a plain-pickle Domain with foreign code is refused too."""
+    from shared.domain import load_domain
     from shared.errors import JobError
-    from shared.jobs import load_domain
 
     with pytest.raises(JobError, match=r"refusing to run code from posix\.system"):
         load_domain(pickle.dumps(os.system))

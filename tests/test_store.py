@@ -5,6 +5,7 @@ Runs against the embedded nx-27017, or a real mongod when MONGO_URL is set.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import threading
 import time
@@ -18,15 +19,6 @@ from shared.jobs import toy_objective, toy_space
 from shared.store import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, connect, parse_target
 from shared.store.client import redact
 from tests.helpers import insert_toy_jobs, wait_until
-
-
-@pytest.fixture
-def store(mongo_url: str, db_name: str):
-    s = connect(mongo_url, db_name)
-    s.create_indexes()
-    yield s
-    s.client.drop_database(db_name)
-    s.close()
 
 
 def test_uri_forms_and_redaction() -> None:
@@ -72,7 +64,7 @@ def test_writes_are_guarded_by_owner(store) -> None:
     assert store.heartbeat(job, "w1")
     assert store.finish(job, "w1", {"status": "ok", "loss": float("nan")})
     done = store.find_jobs({"exp_key": "e3"})[0]
-    assert done["state"] == JOB_STATE_DONE and done["result"]["loss"] is None  # NaN stored as None
+    assert done["state"] == JOB_STATE_DONE and math.isnan(done["result"]["loss"])  # NaN round-trips
     assert done["version"] > job["version"] - 1
 
 

@@ -9,19 +9,11 @@ import pytest
 
 from coordinator.study import Study
 from coordinator.study import run as run_study
+from shared.domain import load_domain
 from shared.errors import JobError
-from shared.jobs import keras_space, load_domain, toy_objective, toy_space
-from shared.store import JOB_STATE_DONE, JOB_STATE_ERROR, Store, connect
+from shared.jobs import keras_space, toy_objective, toy_space
+from shared.store import JOB_STATE_DONE, JOB_STATE_ERROR, Store
 from tests.helpers import start_worker, stop_all, wait_until
-
-
-@pytest.fixture
-def store(mongo_url: str, db_name: str):
-    s = connect(mongo_url, db_name)
-    s.create_indexes()
-    yield s
-    s.client.drop_database(db_name)
-    s.close()
 
 
 def _toy(store: Store, key: str, n: int, space: dict | None = None) -> Study:
@@ -91,3 +83,27 @@ def test_worker_exits_after_reserve_timeout(mongo_url, db_name) -> None:
     worker = start_worker(mongo_url, db_name, "--reserve-timeout", "0.5", "--poll-cap", "0.1")
     assert wait_until(lambda: worker.poll() is not None, 30)
     assert worker.returncode == 0
+
+
+def _params(store: Store, key: str) -> list[float]:
+    docs = sorted(store.find_jobs({"exp_key": key}), key=lambda d: d["tid"])
+    return [d["misc"]["vals"]["x"][0] for d in docs]
+
+
+@pytest.mark.parametrize("algo", ["rand", "tpe"])
+def test_an_extended_seeded_study_continues_the_sequence(store, mongo_url, db_name, algo) -> None:
+    """3 trials then 3 more draw what 6 trials at once draw: nothing is repeated."""
+
+    def study(key: str, n: int) -> Study:
+        return Study(store, key, toy_objective, toy_space(0.0), n, algo=algo, seed=7)
+
+    worker = start_worker(mongo_url, db_name, "--poll-interval", "0.02")
+    try:
+        run_study(study("split", 3), grace=30, max_attempts=3, progress=False)
+        run_study(study("split", 6), grace=30, max_attempts=3, progress=False)
+        run_study(study("whole", 6), grace=30, max_attempts=3, progress=False)
+    finally:
+        stop_all([worker])
+    split, whole = _params(store, "split"), _params(store, "whole")
+    assert split == whole  # tpe too: 6 trials are all within its 20 random start-up ones
+    assert len(set(split)) == 6, "no trial of a seeded study repeats another"

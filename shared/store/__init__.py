@@ -1,8 +1,10 @@
 """Strix's MongoDB store: the only package that imports pymongo.
 
-``Store`` is the facade the worker and coordinator use; ``StrixMongoJobs`` and
-``StrixMongoTrials`` are hyperopt's classes rebuilt on pymongo 4 with the same schema.
-Every public method raises only :class:`~shared.errors.StoreError` subclasses.
+``Store`` is the facade the worker and coordinator use. ``MongoTrials``, ``MongoJobs``,
+``MongoWorker`` and the worker helpers are hyperopt's public ``mongoexp`` API rebuilt on
+pymongo 4 with the same schema and signatures, so migrating a hyperopt script is one
+import: ``from shared.store import MongoTrials``.
+Every error that leaves this package is a :class:`~shared.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -13,18 +15,28 @@ from typing import Any
 import pymongo
 
 from shared.errors import StoreAuthError
-from shared.store import leases, queue
+from shared.store import leases, queue, reads
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target, redact
+from shared.store.codec import encode, with_codec
 from shared.store.jobs import (
     JOB_STATE_DONE,
     JOB_STATE_ERROR,
     JOB_STATE_NEW,
     JOB_STATE_RUNNING,
     STATES,
+    MongoJobs,
     StrixMongoJobs,
-    sanitize,
 )
-from shared.store.trials import Attachments, StrixMongoTrials
+from shared.store.mongoworker import (
+    MongoWorker,
+    as_mongo_str,
+    main,
+    main_worker,
+    main_worker_helper,
+    parse_url,
+)
+from shared.store.reads import State
+from shared.store.trials import Attachments, MongoTrials, StrixMongoTrials
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +48,13 @@ class Store:
     def __init__(self, url: str, db: str | None = None, *, timeout_ms: int | None = None):
         self.target: MongoTarget = parse_target(url, db)
         self.client = make_client(self.target, timeout_ms)
-        self.db = self.client[self.target.db]
+        self.db = with_codec(self.client[self.target.db])
         self.jobs = self.db[self.target.collection]
         self.gpus = self.db["gpus"]
         self.metrics = self.db["metrics"]
-        self.handle = StrixMongoJobs(self.db, self.target.collection, self.target)
+        self.handle = MongoJobs(
+            self.db, self.target.collection, None, self.client, target=self.target
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.target.redacted})"
@@ -60,13 +74,13 @@ class Store:
 
     def trials(
         self,
-        exp_key: str,
+        exp_key: str | None,
         *,
         resource: str = "light",
         meta: dict | None = None,
         refresh: bool = True,
-    ) -> StrixMongoTrials:
-        return StrixMongoTrials(self.handle, exp_key, resource=resource, meta=meta, refresh=refresh)
+    ) -> MongoTrials:
+        return MongoTrials(self.handle, exp_key, refresh=refresh, resource=resource, meta=meta)
 
     # --- the job protocol (see shared.store.queue) ------------------------------------
     def peek_resource(self, exp_key: str | None, resources: list[str]) -> str | None:
@@ -90,11 +104,49 @@ class Store:
     def mark_error(self, job: dict, reason: str) -> bool:
         return queue.mark_error(self.jobs, job, reason)
 
+    def owner(self, job: dict) -> str | None:
+        """Who holds the job now (None when it is queued or gone)."""
+        doc = self.jobs.find_one({"_id": job["_id"]}, projection=["owner"])
+        return None if doc is None else doc.get("owner")
+
+    def ctrl(self, job: dict) -> Any:
+        """hyperopt's ``Ctrl`` for a running job (trial attachments, checkpoints)."""
+        from hyperopt.mongoexp import MongoCtrl
+
+        trials = self.trials(job.get("exp_key"), refresh=False)
+        return MongoCtrl(trials=trials, current_trial=job, read_only=False)
+
     def reap(self, grace_s: float, max_attempts: int, exp_key: str | None = None) -> list[int]:
         return queue.reap(self.jobs, grace_s, max_attempts, exp_key)
 
     def counts(self, exp_key: str | None = None) -> dict[str, int]:
         return {STATES[k]: v for k, v in queue.counts(self.jobs, exp_key).items()}
+
+    def tally(self, exp_key: str | None = None) -> dict[str, int]:
+        return reads.tally(self.jobs, exp_key)
+
+    # --- the typed read API (see shared.store.reads) ------------------------------------
+    def best(self, exp_key: str, n: int = 1, fields: list[str] | None = None) -> list[dict]:
+        return reads.best(self.jobs, exp_key, n, fields)
+
+    def trials_in(
+        self,
+        exp_key: str | None,
+        states: list[State] | None = None,
+        fields: list[str] | None = None,
+        **narrow: Any,
+    ) -> list[dict]:
+        """Trial documents of a study (see :func:`shared.store.reads.trials`)."""
+        return reads.trials(self.jobs, exp_key, states, fields, **narrow)
+
+    def count(self, exp_key: str | None, **narrow: Any) -> int:
+        return reads.count(self.jobs, exp_key, **narrow)
+
+    def history(self, exp_key: str, tid: int) -> list[dict]:
+        return reads.history(self.metrics, exp_key, tid)
+
+    def studies(self) -> list[str]:
+        return reads.studies(self.jobs)
 
     def attachment(self, name: str, exp_key: str | None) -> bytes:
         return Attachments(self.handle, exp_key)[name]
@@ -125,7 +177,7 @@ class Store:
 
     # --- live metrics and queries --------------------------------------------------------
     def add_metric(self, row: dict) -> None:
-        self.metrics.insert_one(sanitize(row))
+        self.metrics.insert_one(encode(row))
 
     def find_jobs(
         self, query: dict, projection: Any = None, sort: Any = None, limit: int = 0
@@ -165,11 +217,20 @@ __all__ = [
     "JOB_STATE_NEW",
     "JOB_STATE_RUNNING",
     "STATES",
+    "MongoJobs",
+    "MongoTrials",
+    "MongoWorker",
+    "State",
     "Store",
     "StrixMongoJobs",
     "StrixMongoTrials",
+    "as_mongo_str",
     "connect",
+    "encode",
+    "main",
+    "main_worker",
+    "main_worker_helper",
     "parse_target",
+    "parse_url",
     "redact",
-    "sanitize",
 ]

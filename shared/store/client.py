@@ -22,7 +22,7 @@ import pymongo.errors
 from pymongo import uri_parser
 
 from shared import defaults
-from shared.errors import ConfigError, StoreAuthError, StoreError, StoreUnavailable
+from shared.errors import StoreAuthError, StoreConfigError, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,7 +58,7 @@ class MongoTarget:
 def parse_target(url: str, db: str | None = None) -> MongoTarget:
     """Accept ``mongodb://``, ``mongodb+srv://`` and hyperopt's ``mongo://host:port/db/jobs``."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(
+        raise StoreConfigError(
             f"malformed MongoDB URI {redact(str(url))!r}: expected mongodb://[user:pass@]host"
             "[:port][/db][?options], mongodb+srv://..., or hyperopt's mongo://host:port/db/jobs"
         )
@@ -66,7 +66,7 @@ def parse_target(url: str, db: str | None = None) -> MongoTarget:
         return _parse_hyperopt(url, db)
     parts = urlsplit(url)
     if parts.scheme not in ("mongodb", "mongodb+srv") or not parts.hostname:
-        raise ConfigError(
+        raise StoreConfigError(
             f"malformed MongoDB URI {redact(url)!r}: expected mongodb://[user:pass@]host"
             "[:port][/db][?authSource=admin&tls=true], or mongodb+srv://..."
         )
@@ -76,7 +76,8 @@ def parse_target(url: str, db: str | None = None) -> MongoTarget:
         try:
             uri_parser.parse_uri(url)
         except (pymongo.errors.PyMongoError, ValueError) as e:
-            raise ConfigError(f"malformed MongoDB URI {redact(url)!r}: {redact(str(e))}") from None
+            reason = redact(str(e))
+            raise StoreConfigError(f"malformed MongoDB URI {redact(url)!r}: {reason}") from None
     path_db = parts.path.strip("/")
     return MongoTarget(url, db or path_db or defaults.DB_NAME)
 
@@ -86,7 +87,7 @@ def _parse_hyperopt(url: str, db: str | None) -> MongoTarget:
     netloc, _, path = rest.partition("/")
     parts = [p for p in path.split("/") if p]
     if not netloc or len(parts) > 2:
-        raise ConfigError(
+        raise StoreConfigError(
             f"malformed hyperopt URI {redact(url)!r}: expected mongo://[user:pass@]host:port/db/jobs"
         )
     if "@" in netloc:

@@ -1,24 +1,28 @@
-"""hyperopt's ``MongoJobs`` rewritten on pymongo 4, keeping its job schema exactly.
+"""hyperopt's ``MongoJobs`` on pymongo 4, with its signature, job schema and protocol.
 
-hyperopt 0.3.0 calls ``insert``/``update``/``find_and_modify``/``Cursor.count``, which
-pymongo 4 removed. This subclass overrides each of those, so hyperopt's own worker
-(``hyperopt.mongoexp.MongoWorker``) and ``fmin`` run unchanged on top of it.
+hyperopt 0.3.0 calls ``insert``/``update``/``find_and_modify``/``Cursor.count`` and
+``Database.authenticate``, which pymongo 4 removed. This subclass overrides each of
+those, so ``fmin``, hyperopt's own ``MongoWorker`` and any script written against
+``hyperopt.mongoexp.MongoJobs`` run unchanged on top of it.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any
+from urllib.parse import quote_plus
 
 import gridfs
 import pymongo
+import pymongo.errors
+from hyperopt import mongoexp
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
-from hyperopt.mongoexp import MongoJobs, OperationFailure
 from hyperopt.utils import coarse_utcnow
 
-from shared.store.client import guard_methods
+from shared.errors import StoreError, StoreUsageError
+from shared.store.client import MongoTarget, guard_methods, make_client, parse_target, translated
+from shared.store.codec import encode, with_codec
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +33,6 @@ STATES = {
     JOB_STATE_ERROR: "error",
 }
 _SEP = "\x1f@exp:"
-
-
-def sanitize(value: Any) -> Any:
-    """Make a value storable everywhere: NaN/inf become None (nx-27017 rejects them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): sanitize(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [sanitize(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return sanitize(value.item())
-    return value
 
 
 class ScopedGridFS:
@@ -73,6 +64,15 @@ class ScopedGridFS:
     def get_last_version(self, filename: str, exp_key: str | None = None) -> Any:
         return self.get_version(filename, exp_key)
 
+    def ids(self, filename: str, exp_key: str | None = None) -> list[Any]:
+        """Every stored version of one attachment."""
+        return [f._id for f in self.fs.find({"filename": self._name(filename, exp_key)})]
+
+    def scoped_ids(self, exp_key: str | None) -> list[Any]:
+        """Every file of one study (all files when ``exp_key`` is None, as hyperopt does)."""
+        files = self.fs.find({})
+        return [f._id for f in files if exp_key is None or f.filename.endswith(_SEP + exp_key)]
+
     def get(self, file_id: Any) -> Any:
         return self.fs.get(file_id)
 
@@ -89,41 +89,102 @@ def take(jobs: Any, owner: Any, query: dict, extra: dict | None = None) -> dict 
     fields = {"owner": owner, "book_time": now, "refresh_time": now, "state": JOB_STATE_RUNNING}
     return jobs.find_one_and_update(
         query,
-        {"$set": {**fields, **(extra or {})}, "$inc": {"version": 1}},
+        {"$set": encode({**fields, **(extra or {})}), "$inc": {"version": 1}},
         sort=[("tid", pymongo.ASCENDING)],
         return_document=pymongo.ReturnDocument.AFTER,
     )
 
 
 @guard_methods
-class StrixMongoJobs(MongoJobs):
-    """pymongo-4-native ``MongoJobs``: same collections, same documents, same protocol."""
+class MongoJobs(mongoexp.MongoJobs):
+    """pymongo-4-native ``MongoJobs``: same constructor, collections, documents, protocol.
 
-    def __init__(self, db: Any, collection: str = "jobs", target: Any = None) -> None:
+    ``MongoJobs(db, jobs, gfs, conn, tunnel, config_name)`` as in hyperopt; ``jobs`` may
+    also be a collection name and ``gfs`` may be omitted (bucket ``fs`` of ``db``).
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        jobs: Any = "jobs",
+        gfs: Any = None,
+        conn: Any = None,
+        tunnel: Any = None,
+        config_name: str = "spec",
+        *,
+        target: MongoTarget | None = None,
+    ) -> None:
+        db = with_codec(db)
+        jobs = db[jobs] if isinstance(jobs, str) else with_codec(jobs)
+        gfs = gridfs.GridFS(db, collection="fs") if gfs is None else gfs
+        gfs = gfs if isinstance(gfs, ScopedGridFS) else ScopedGridFS(gfs)
         self.target = target
-        fs = ScopedGridFS(gridfs.GridFS(db, collection="fs"))
-        super().__init__(db, db[collection], fs, db.client, None, "spec")
+        super().__init__(db, jobs, gfs, conn or db.client, tunnel, config_name)
+
+    @classmethod
+    def new_from_connection_str(
+        cls, conn_str: str, gfs_coll: str = "fs", config_name: str = "spec"
+    ) -> MongoJobs:
+        """``mongo://[user:pass@]host:port/db/jobs`` as in hyperopt, or a ``mongodb://`` URI."""
+        target = parse_target(conn_str)
+        client = make_client(target)
+        db = client[target.db]
+        gfs = gridfs.GridFS(with_codec(db), collection=gfs_coll)
+        return cls(db, target.collection, gfs, client, None, config_name, target=target)
+
+    @classmethod
+    def alloc(
+        cls,
+        dbname: str,
+        host: str = "localhost",
+        auth_dbname: str = "admin",
+        port: int = 27017,
+        jobs_coll: str = "jobs",
+        gfs_coll: str = "fs",
+        ssh: bool = False,
+        user: str | None = None,
+        pw: str | None = None,
+    ) -> MongoJobs:
+        if ssh:
+            raise StoreError(
+                "ssh=True: Strix opens no SSH tunnels; run `ssh -NL 27017:127.0.0.1:27017 "
+                "HOST` yourself and connect to localhost"
+            )
+        auth = f"{quote_plus(user)}:{quote_plus(pw or '')}@" if user else ""
+        query = f"?authSource={auth_dbname}" if user else ""
+        url = f"mongodb://{auth}{host}:{int(port)}/{dbname}{query}"
+        target = MongoTarget(parse_target(url).uri, dbname, jobs_coll)
+        client = make_client(target)
+        db = client[dbname]
+        gfs = gridfs.GridFS(with_codec(db), collection=gfs_coll)
+        return cls(db, jobs_coll, gfs, client, None, "spec", target=target)
 
     def __len__(self) -> int:
         return self.jobs.count_documents({})
 
     def create_jobs_indexes(self) -> None:
-        for key in ("exp_key", "state", "tid", "refresh_time", "book_time"):
+        for key in ("exp_key", "state", "tid", "refresh_time", "book_time", "result.loss"):
             self.jobs.create_index(key)
         self.jobs.create_index([("exp_key", 1), ("state", 1), ("tid", 1)])
 
     def create_drivers_indexes(self) -> None:
-        """hyperopt's unused ``drivers`` collection is not created."""
+        """hyperopt's unused ``drivers`` collection is not created; the tid counter is
+        made unique instead, so two posters can never create two counters."""
+        try:
+            self.db.job_ids.create_index("a", unique=True)
+        except pymongo.errors.OperationFailure as e:
+            log.warning("job_ids counter is not unique (%s); tids may repeat", e)
 
     def insert(self, job: dict) -> dict:
-        doc = sanitize(copy.deepcopy(job))
-        doc["_id"] = self.jobs.insert_one(doc).inserted_id
+        doc = copy.deepcopy(job)
+        doc["_id"] = self.jobs.insert_one(encode(doc)).inserted_id
         return doc
 
     def delete(self, job: dict) -> None:
         self.jobs.delete_one({"_id": job["_id"]})
 
     def delete_all(self, cond: dict | None = None) -> None:
+        """Delete the matching jobs and their trial attachments (GridFS files too)."""
         for d in self.jobs.find(cond or {}, projection=["_id", "_attachments"]):
             for _name, file_id in d.get("_attachments", []):
                 try:
@@ -136,7 +197,7 @@ class StrixMongoJobs(MongoJobs):
         """hyperopt's reservation: the oldest NEW job of ``exp_key`` becomes RUNNING, atomically."""
         query = dict(cond or {})
         if query.get("owner") is not None:
-            raise ValueError("refusing to reserve owned job")
+            raise StoreUsageError("refusing to reserve owned job")
         if exp_key is not None:
             query["exp_key"] = exp_key
         query.update(owner=None, state=JOB_STATE_NEW)
@@ -146,19 +207,19 @@ class StrixMongoJobs(MongoJobs):
         self, doc: dict, dct: dict, collection: Any = None, do_sanity_checks: bool = True
     ) -> dict:
         """Optimistic update on ``version``, as hyperopt does it (its update() semantics)."""
-        collection = self.jobs if collection is None else collection
-        dct = sanitize(copy.deepcopy(dct))
+        collection = self.jobs if collection is None else with_codec(collection)
+        dct = copy.deepcopy(dct)
         if "_id" not in doc:
-            raise ValueError('doc must have an "_id" key to be updated')
+            raise StoreUsageError('doc must have an "_id" key to be updated')
         if dct.pop("_id", doc["_id"]) != doc["_id"]:
-            raise ValueError("cannot update the _id field")
+            raise StoreUsageError("cannot update the _id field")
         query = {"_id": doc["_id"]}
         if "version" in doc:
             query["version"] = doc["version"]
             dct["version"] = doc["version"] + 1
         else:
             dct["version"] = 1
-        collection.update_one(query, {"$set": dct})
+        collection.update_one(query, {"$set": encode(dct)})
         doc.update(dct)
         if (
             do_sanity_checks
@@ -167,12 +228,24 @@ class StrixMongoJobs(MongoJobs):
             )
             is None
         ):
-            raise OperationFailure(f"updated doc not found: _id={doc['_id']}")
+            raise StoreError(
+                f"job {doc['_id']} changed under us (version {doc['version'] - 1} is gone): "
+                "another process updated it; refresh and retry"
+            )
         return doc
 
     def count(self, query: dict) -> int:
         return self.jobs.count_documents(query)
 
+
+def open_jobs(target: MongoTarget, timeout_ms: int | None = None) -> MongoJobs:
+    """The ``MongoJobs`` of a parsed target, on a client of its own."""
+    client = make_client(target, timeout_ms)
+    with translated(target.redacted):
+        return MongoJobs(client[target.db], target.collection, None, client, target=target)
+
+
+StrixMongoJobs = MongoJobs  # the name used before the hyperopt-compatible API
 
 __all__ = [
     "JOB_STATE_DONE",
@@ -180,7 +253,8 @@ __all__ = [
     "JOB_STATE_NEW",
     "JOB_STATE_RUNNING",
     "STATES",
+    "MongoJobs",
     "ScopedGridFS",
     "StrixMongoJobs",
-    "sanitize",
+    "open_jobs",
 ]

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shared.errors import StoreError
+
 log = logging.getLogger(__name__)
 Mutator = Callable[[dict], "dict | None"]
 
@@ -48,7 +50,10 @@ def _cas(gpus: Any, gid: str, mutate: Mutator, retries: int = 50) -> dict | None
     for attempt in range(retries):
         doc = gpus.find_one({"_id": gid})
         if doc is None:
-            raise KeyError(f"GPU {gid} is not registered")
+            raise StoreError(
+                f"GPU {gid} is not registered in the gpus collection (was it deleted?); "
+                "restart the worker to register it again"
+            )
         new = mutate(_live(dict(doc), time.time()))
         if new is None:
             return None
@@ -56,7 +61,7 @@ def _cas(gpus: Any, gid: str, mutate: Mutator, retries: int = 50) -> dict | None
         if gpus.update_one({"_id": gid, "v": doc["v"]}, {"$set": fields}).modified_count:
             return new
         time.sleep(0.001 * (attempt + 1))
-    raise TimeoutError(f"GPU document {gid} stayed contended for {retries} tries")
+    raise StoreError(f"GPU document {gid} stayed contended for {retries} tries; retry later")
 
 
 def used_units(doc: dict, now: float | None = None) -> int:

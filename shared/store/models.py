@@ -22,7 +22,7 @@ import pymongo
 
 from shared.errors import StoreError
 from shared.store.client import translated
-from shared.store.jobs import sanitize
+from shared.store.codec import encode
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def put_model(db: Any, exp_key: str, name: str, blob: bytes, provenance: dict) -
         "name": name,
         "sha256": hashlib.sha256(blob).hexdigest(),
         "size": len(blob),
-        "provenance": sanitize(provenance),
+        "provenance": encode(provenance),
     }
     with translated(_target(db)):
         fs = gridfs.GridFS(db, collection=BUCKET)

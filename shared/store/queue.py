@@ -15,12 +15,12 @@ from typing import Any
 
 import pymongo
 
+from shared.store.codec import encode
 from shared.store.jobs import (
     JOB_STATE_DONE,
     JOB_STATE_ERROR,
     JOB_STATE_NEW,
     JOB_STATE_RUNNING,
-    sanitize,
     take,
 )
 
@@ -65,19 +65,19 @@ def _owned(job: dict, owner: str) -> dict:
 
 def heartbeat(jobs: Any, job: dict, owner: str, extra: dict | None = None) -> bool:
     """Touch ``refresh_time``; False means the job is no longer ours (it was reaped)."""
-    fields = {"refresh_time": utcnow(), "heartbeat": time.time(), **sanitize(extra or {})}
+    fields = {"refresh_time": utcnow(), "heartbeat": time.time(), **encode(extra or {})}
     return jobs.update_one(_owned(job, owner), {"$set": fields}).matched_count == 1
 
 
 def set_fields(jobs: Any, job: dict, owner: str, fields: dict) -> bool:
     """Write worker fields (spec, gpu, progress) without bumping ``version``."""
-    return jobs.update_one(_owned(job, owner), {"$set": sanitize(fields)}).matched_count == 1
+    return jobs.update_one(_owned(job, owner), {"$set": encode(fields)}).matched_count == 1
 
 
 def finish(jobs: Any, job: dict, owner: str, result: dict, error: str | None = None) -> bool:
     """Store the result and end the job: DONE, or ERROR with a reason."""
     fields: dict[str, Any] = {
-        "result": sanitize(result),
+        "result": encode(result),
         "state": JOB_STATE_ERROR if error else JOB_STATE_DONE,
         "refresh_time": utcnow(),
         "ended": time.time(),
