@@ -1,7 +1,7 @@
 """The worker's command line: hyperopt-mongo-worker's flags plus Strix's own.
 
-Priority: flag > environment variable > :mod:`shared.defaults`, frozen into
-:class:`WorkerConfig` once at start.
+Every setting is declared in :mod:`shared.settings` and resolved once here (flag >
+environment > default) into the frozen :class:`WorkerConfig`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import defaults
-from shared.defaults import setting
+from shared import defaults, settings
+from shared.cli import new_parser
 from shared.errors import ConfigError
 
 EXAMPLES = """
@@ -21,6 +21,8 @@ examples:
   strix-worker --mongo mongodb://127.0.0.1:27017 --exp-key convstrix-128px --max-jobs 10
   STRIX_FAKE_GPUS=2 strix-worker --gpu-capacity 4          # two pretend GPUs (tests)
   strix-worker --mongo mongo://127.0.0.1:27017/strix/jobs  # hyperopt-style URI
+  # a hyperopt-mongo-worker command line, with its own objective package allowed:
+  strix-worker --mongo=localhost:27017/foo_db --poll-interval=0.1 --allow-module myproject
 """
 
 
@@ -44,92 +46,133 @@ class WorkerConfig:
     cache_dir: str | None
     isolate: bool
     host: str
+    allow_modules: tuple[str, ...] = ()
+    max_jobs_in_db: int | None = None
+    fake_gpus: str | None = None
+    gpus: str | None = None
+    gpu: str | None = None
+    home: str = "~/.strix"
+
+
+SETTINGS = (
+    "exp_key",
+    "workdir",
+    "max_jobs",
+    "max_jobs_in_db",
+    "poll_interval",
+    "poll_cap",
+    "reserve_timeout",
+    "max_consecutive_failures",
+    "last_job_timeout",
+    "heartbeat",
+    "grace",
+    "gpu_capacity",
+    "max_attempts",
+    "data_dir",
+    "cache_dir",
+    "allow_module",
+    "host",
+    "fake_gpus",
+    "gpus",
+    "gpu",
+    "home",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="strix-worker",
-        description="Pull hyperopt trials from MongoDB and train them on this host's GPU "
-        "(a drop-in for hyperopt-mongo-worker).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = new_parser(
+        "strix-worker",
+        "Pull hyperopt trials from MongoDB and train them on this host's GPU (a drop-in for "
+        "hyperopt-mongo-worker: --mongo also takes its host:port/db form).",
+        EXAMPLES,
+        store=True,
     )
-    a = p.add_argument
-    a("--mongo", help=f"MongoDB URI (env {defaults.ENV_MONGO}; default {defaults.MONGO_URL})")
-    a("--db", help=f"database name if the URI has none (env {defaults.ENV_DB})")
-    a("--exp-key", help="only run trials of this study (default: any)")
-    a("--workdir", help="directory trials run in (must be writable)")
-    a("--max-jobs", type=int, help="exit after this many trials")
-    a("--poll-interval", type=float, help=f"idle poll floor, s (default {defaults.POLL_FLOOR_S})")
-    a("--poll-cap", type=float, help=f"idle poll backoff cap, s (default {defaults.POLL_CAP_S})")
-    a("--reserve-timeout", type=float, help="exit after this many idle seconds (default: never)")
-    a("--max-consecutive-failures", type=int, help="exit after this many failed trials in a row")
-    a("--last-job-timeout", type=float, help="take no new trial after this many seconds")
-    a("--heartbeat", type=float, help=f"seconds between heartbeats (env {defaults.ENV_HEARTBEAT})")
-    a("--grace", type=float, help="seconds without heartbeat before a trial is requeued")
-    a("--gpu-capacity", type=int, help=f"light trials per GPU (env {defaults.ENV_GPU_CAPACITY})")
-    a("--max-attempts", type=int, help="lost runs before a trial is marked ERROR")
-    a("--data-dir", help=f"Fashion-MNIST idx directory (env {defaults.ENV_DATA_DIR})")
-    a("--cache-dir", help=f"prepared-data cache directory (env {defaults.ENV_CACHE_DIR})")
-    a("--isolate", action="store_true", help="run each trial in a fresh subprocess")
-    a("-v", "--verbose", action="store_true", help="debug logging")
+    settings.add(p, *SETTINGS)
+    iso = p.add_mutually_exclusive_group()
+    iso.add_argument(
+        "--isolate",
+        "--use-subprocesses",
+        dest="isolate",
+        action="store_true",
+        default=None,
+        help="run each trial in a fresh subprocess (hyperopt-mongo-worker's default)",
+    )
+    iso.add_argument(
+        "--no-subprocesses",
+        dest="isolate",
+        action="store_false",
+        help="run trials in this resident process (Strix's default)",
+    )
     return p
 
 
-def _positive(name: str, value: float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
+def _at_least(name: str, value: float | None, low: float) -> None:
+    if value is not None and value < low:
         raise ConfigError(
-            f"--{name} must be > 0, got {value!r}; pass a positive number or omit the flag "
-            "for the default"
+            f"--{name} must be >= {low:g}, got {value!r}; pass such a number or omit the "
+            "flag for the default"
         )
 
 
-def resolve(args: argparse.Namespace) -> WorkerConfig:
-    heartbeat = float(setting(args.heartbeat, defaults.ENV_HEARTBEAT, defaults.HEARTBEAT_S))
-    try:
-        capacity = int(setting(args.gpu_capacity, defaults.ENV_GPU_CAPACITY, defaults.GPU_CAPACITY))
-    except ValueError:
+def mongo_url(value: str) -> str:
+    """hyperopt-mongo-worker's ``host:port/db`` becomes ``mongo://host:port/db``."""
+    if "://" in value:
+        return value
+    host, _, db = value.partition("/")
+    if not host or not db:
         raise ConfigError(
-            f"{defaults.ENV_GPU_CAPACITY} must be an integer, got "
-            f"{os.environ.get(defaults.ENV_GPU_CAPACITY)!r}"
-        ) from None
+            f"malformed --mongo {value!r}: expected hyperopt's host[:port]/db (e.g. "
+            "localhost:27017/strix), or a mongodb://[user:pass@]host[:port][/db] URI"
+        )
+    return f"mongo://{value}"
+
+
+def _modules(mods: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [m for m in mods if not all(part.isidentifier() for part in m.split("."))]
+    if bad:
+        raise ConfigError(
+            f"--allow-module {bad[0]!r} is not a package name; give an installed package, "
+            "e.g. --allow-module myproject"
+        )
+    return mods
+
+
+def resolve(args: argparse.Namespace) -> WorkerConfig:
+    v = settings.resolve(args, ("mongo", "db", "isolate", *SETTINGS), host=os.uname().nodename)
+    grace = v["grace"] if v["grace"] is not None else defaults.GRACE_FACTOR * v["heartbeat"]
     cfg = WorkerConfig(
-        mongo=str(setting(args.mongo, defaults.ENV_MONGO, defaults.MONGO_URL)),
-        db=setting(args.db, defaults.ENV_DB, None),  # type: ignore[arg-type]
-        exp_key=args.exp_key,
-        workdir=Path(args.workdir) if args.workdir else None,
-        max_jobs=args.max_jobs,
-        poll_floor=args.poll_interval or defaults.POLL_FLOOR_S,
-        poll_cap=args.poll_cap or defaults.POLL_CAP_S,
-        reserve_timeout=args.reserve_timeout,
-        max_consecutive_failures=args.max_consecutive_failures or defaults.MAX_CONSECUTIVE_FAILURES,
-        last_job_timeout=args.last_job_timeout,
-        heartbeat=heartbeat,
-        grace=args.grace or defaults.GRACE_FACTOR * heartbeat,
-        gpu_capacity=capacity,
-        max_attempts=args.max_attempts or defaults.MAX_ATTEMPTS,
-        data_dir=setting(args.data_dir, defaults.ENV_DATA_DIR, None),  # type: ignore[arg-type]
-        cache_dir=setting(args.cache_dir, defaults.ENV_CACHE_DIR, None),  # type: ignore[arg-type]
-        isolate=args.isolate,
-        host=str(setting(None, defaults.ENV_HOST, os.uname().nodename)),
+        mongo=mongo_url(v["mongo"] or defaults.MONGO_URL),
+        db=v["db"],
+        exp_key=v["exp_key"],
+        workdir=Path(v["workdir"]) if v["workdir"] else None,
+        max_jobs=v["max_jobs"],
+        poll_floor=v["poll_interval"],
+        poll_cap=v["poll_cap"],
+        reserve_timeout=v["reserve_timeout"],
+        max_consecutive_failures=v["max_consecutive_failures"],
+        last_job_timeout=v["last_job_timeout"],
+        heartbeat=v["heartbeat"],
+        grace=grace,
+        gpu_capacity=v["gpu_capacity"],
+        max_attempts=v["max_attempts"],
+        data_dir=v["data_dir"],
+        cache_dir=v["cache_dir"],
+        isolate=bool(v["isolate"]),
+        host=v["host"],
+        allow_modules=_modules(v["allow_module"]),
+        max_jobs_in_db=v["max_jobs_in_db"],
+        fake_gpus=v["fake_gpus"],
+        gpus=v["gpus"],
+        gpu=v["gpu"],
+        home=v["home"],
     )
     validate(cfg)
     return cfg
 
 
 def validate(cfg: WorkerConfig) -> None:
-    if cfg.gpu_capacity < 1:
-        raise ConfigError(
-            f"--gpu-capacity must be >= 1 light trial per GPU, got {cfg.gpu_capacity}; "
-            "e.g. --gpu-capacity 4 on a 40 GB GPU"
-        )
-    _positive("heartbeat", cfg.heartbeat)
-    _positive("grace", cfg.grace)
-    _positive("max-attempts", cfg.max_attempts)
-    _positive("max-jobs", cfg.max_jobs, allow_none=True)
-    _positive("reserve-timeout", cfg.reserve_timeout, allow_none=True)
+    """What no single setting's check can see: how settings relate to each other."""
+    _at_least("poll-cap", cfg.poll_cap, cfg.poll_floor)
     if cfg.grace <= cfg.heartbeat:
         raise ConfigError(f"--grace ({cfg.grace}s) must exceed --heartbeat ({cfg.heartbeat}s)")
     if cfg.workdir is not None:

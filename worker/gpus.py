@@ -1,7 +1,8 @@
 """Which GPUs this host has, decided before TensorFlow is imported.
 
-Order: ``STRIX_FAKE_GPUS=N`` (tests and benchmarks: N pretend GPUs, CPU compute),
-``STRIX_GPUS=0,1`` (an explicit list), then ``nvidia-smi``; none means CPU-only.
+Order: ``--fake-gpus N`` / ``STRIX_FAKE_GPUS=N`` (tests and benchmarks: N pretend GPUs,
+CPU compute), ``--gpus 0,1`` / ``STRIX_GPUS`` (an explicit list), then ``nvidia-smi``;
+none means CPU-only.
 """
 
 from __future__ import annotations
@@ -59,21 +60,20 @@ def _nvidia_smi() -> tuple[tuple[int, ...], tuple[str, ...]]:
     return tuple(int(r[0]) for r in rows), tuple(r[1].strip() for r in rows)
 
 
-def detect() -> Inventory:
-    fake = os.environ.get(defaults.ENV_FAKE_GPUS)
+def detect(fake: str | None = None, listed: str | None = None) -> Inventory:
+    """``fake`` and ``listed`` are the resolved --fake-gpus / --gpus settings."""
     if fake:
         if not fake.isdigit():
             raise ConfigError(f"{defaults.ENV_FAKE_GPUS}={fake!r} must be a GPU count, e.g. 2")
         return Inventory(tuple(range(int(fake))), fake=True)
-    listed = os.environ.get(defaults.ENV_GPUS)
     if listed:
         return Inventory(_parse_list(listed, defaults.ENV_GPUS))
     indices, names = _nvidia_smi()
     return Inventory(indices, names=names)
 
 
-def forced_gpu(inventory: Inventory) -> int | None:
-    value = os.environ.get(defaults.ENV_GPU)
+def forced_gpu(inventory: Inventory, value: str | None) -> int | None:
+    """``value`` is the resolved --gpu setting."""
     if value in (None, ""):
         return None
     (index,) = _parse_list(value, defaults.ENV_GPU) or (None,)

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
-from shared.jobs import RunContext, load_domain, parse_config, run_context
+from shared.jobs import RunContext, parse_config, run_context
 from shared.store import Store
 from worker.callbacks import make_callbacks
 from worker.config import WorkerConfig
@@ -50,6 +51,7 @@ class Worker:
         self._domains: dict[str, Any] = {}
         self._data: dict[Any, Any] = {}
         self._last_reap = 0.0
+        self.child: Any = None  # the --isolate process of the running trial
         self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, self._on_lost)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -113,6 +115,11 @@ class Worker:
         if self.failures >= cfg.max_consecutive_failures:
             log.error("%d trials failed in a row: exiting", self.failures)
             return True
+        if cfg.max_jobs_in_db is not None:
+            held = sum((self._safe(self.store.counts) or {}).values())
+            if held >= cfg.max_jobs_in_db:
+                log.info("the database holds %d jobs (--max-jobs-in-db): exiting", held)
+                return True
         return False
 
     # --- reservation -------------------------------------------------------------------
@@ -181,26 +188,23 @@ class Worker:
             self.current = None
             if active.holder is not None:
                 self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
-        self.jobs_run += 1
         self._record(job, outcome)
 
     def _evaluate(self, job: dict) -> tuple[str, Any]:
         """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""
         try:
             domain, spec, config = self._config_retrying(job)
-            parse_config(config)
         except JobError as e:
             return "error", str(e)
         except StoreError as e:
             log.warning("store unavailable at trial start (%s); giving the trial back", e)
             return "stopped", "store unavailable at trial start"
         self._safe(self.store.set_fields, job, self.id, {"spec": config, "worker": self._info()})
-        ctx = RunContext(load_data=self._load_data, stop=self.trial_stop, job=job)
-        if config.get("model") != "toy":
-            ctx.callbacks = make_callbacks(self.trial_stop, lambda e, row: self._epoch(job, e, row))
         try:
-            with run_context(ctx):
-                result = domain.evaluate(spec, None)
+            if is_strix(domain):
+                result = self._run_strix(domain, job, config)
+            else:
+                result = self._run_foreign(domain, job, spec)
         except Exception as e:
             if self.trial_stop.is_set():
                 return "stopped", None
@@ -210,6 +214,22 @@ class Worker:
             return "stopped", None
         return ("ok" if result.get("status") == "ok" else "fail"), result
 
+    def _run_strix(self, domain: Any, job: dict, config: Any) -> dict:
+        """Strix's objectives take the evaluated trial dict, evaluated once, in _config."""
+        ctx = RunContext(load_data=self._load_data, stop=self.trial_stop, job=job)
+        if config.get("model") != "toy":
+            ctx.callbacks = make_callbacks(self.trial_stop, lambda e, row: self._epoch(job, e, row))
+        with run_context(ctx):
+            return domain.fn(config)
+
+    def _run_foreign(self, domain: Any, job: dict, spec: dict) -> dict:
+        """An objective from an --allow-module package, called as hyperopt's worker would."""
+        ctrl = self.store.ctrl(job)
+        result = dict(domain.evaluate(spec, ctrl))
+        for name, blob in result.pop("attachments", {}).items():
+            ctrl.attachments[name] = blob
+        return result
+
     def _evaluate_isolated(self, job: dict) -> tuple[str, Any]:
         """``--isolate``: the same evaluation in a fresh spawned process, killed on stop."""
         import multiprocessing as mp
@@ -218,7 +238,9 @@ class Worker:
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_isolated, args=(self.cfg, self.id, self.gpu, job, child))
         proc.start()
+        self.child = proc
         child.close()
+        log.info("trial %s runs in child process %s", job.get("tid"), proc.pid)
         try:
             while not parent.poll(0.2):
                 if self.trial_stop.is_set() or not proc.is_alive():
@@ -232,25 +254,49 @@ class Worker:
             return parent.recv()
         finally:
             proc.join(10)
+            self.child = None
+
+    def kill_child(self) -> None:
+        """The second signal: kill the --isolate child and reap it, as rq kills its horse."""
+        proc = self.child
+        if proc is not None and proc.is_alive():
+            log.warning("killing trial process %s", proc.pid)
+            proc.kill()
+            proc.join(5)
 
     def _record(self, job: dict, outcome: tuple[str, Any]) -> None:
         kind, payload = outcome
         tid = job.get("tid")
         if self.lost:
-            log.warning("trial %s was taken over by another worker; result dropped", tid)
-        elif kind == "stopped":
+            self._taken_over(job)
+            return
+        if kind == "stopped":
             reason = payload or "worker stopped by signal"
-            self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace)
-            log.info("trial %s put back in the queue (worker stopping)", tid)
-        elif kind == "error":
-            self._safe(
-                self.store.finish, job, self.id, {"status": "fail", "reason": payload}, payload
-            )
-            log.error("trial %s marked ERROR: %s", tid, payload)
+            if self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace):
+                log.info("trial %s put back in the queue (%s)", tid, reason)
+            return
+        if kind == "error":
+            result, error = {"status": "fail", "reason": payload}, payload
         else:
-            self._safe(self.store.finish, job, self.id, payload, retry_s=self.cfg.grace)
-            log.info("trial %s %s: loss=%s", tid, payload.get("status"), payload.get("loss"))
+            result, error = payload, None
+        stored = self._safe(self.store.finish, job, self.id, result, error, retry_s=self.cfg.grace)
+        if stored is False:
+            self._taken_over(job)
+            return
+        if stored is None:
+            return  # the store stayed down: the reaper requeues the trial
+        self.jobs_run += 1
         self.failures = self.failures + 1 if kind in ("error", "fail") else 0
+        if error:
+            log.error("trial %s marked ERROR: %s", tid, error)
+        else:
+            log.info("trial %s %s: loss=%s", tid, result.get("status"), result.get("loss"))
+
+    def _taken_over(self, job: dict) -> None:
+        owner = self._safe(self.store.owner, job) or "another worker"
+        log.warning(
+            "trial %s was taken over by %s; this worker's result was dropped", job.get("tid"), owner
+        )
 
     def _config_retrying(self, job: dict) -> tuple[Any, dict, Any]:
         """``_config`` through a short store outage (a restart), for up to the grace period."""
@@ -273,13 +319,16 @@ class Worker:
             raise JobError(f"study {job.get('exp_key')!r} has no {DOMAIN} attachment") from None
         key = hashlib.sha1(blob).hexdigest()
         if key not in self._domains:
-            self._domains = {key: load_domain(blob)}
+            self._domains = {key: load_domain(blob, self.cfg.allow_modules)}
         domain = self._domains[key]
         try:
             spec = spec_from_misc(job["misc"])
+            if not is_strix(domain):
+                return domain, spec, None  # hyperopt evaluates a foreign space itself
             config = pyll.rec_eval(domain.expr, memo=domain.memo_from_config(spec))
         except Exception as e:
             raise JobError(f"trial spec cannot be evaluated: {type(e).__name__}: {e}") from None
+        parse_config(config)  # a garbled or other-version job fails here, before any work
         return domain, spec, config
 
     def _load_data(self, spec: Any) -> Any:
