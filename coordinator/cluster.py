@@ -102,6 +102,7 @@ class ClusterOptions:
     mongo_user: str = "strix"
     host_name: str = "docker-host"
     data_dir: str | None = None
+    db: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def _pick_gpus(inventory: Sequence[int], wanted: tuple[int, ...] | None) -> tupl
 
 def _mongo_uri(o: ClusterOptions) -> str:
     user, password = quote(o.mongo_user, safe=""), quote(o.mongo_password, safe="")
-    return f"mongodb://{user}:{password}@{o.project}-mongo:{MONGO_PORT}/?authSource=admin"
+    db = quote(o.db, safe="") if o.db else ""
+    return f"mongodb://{user}:{password}@{o.project}-mongo:{MONGO_PORT}/{db}?authSource=admin"
 
 
 def _mongo_spec(o: ClusterOptions, labels: dict[str, str]) -> ContainerSpec:
@@ -368,9 +370,10 @@ def read_env_file(path: str) -> dict[str, str]:
 
 
 def local_inventory() -> tuple[int, ...]:
+    from shared import settings
     from worker.gpus import detect  # the worker's own rule: STRIX_GPUS, then nvidia-smi
 
-    return detect().indices
+    return detect(listed=settings.resolve({}, ["gpus"])["gpus"]).indices
 
 
 def _options(args: argparse.Namespace) -> ClusterOptions:
@@ -387,6 +390,7 @@ def _options(args: argparse.Namespace) -> ClusterOptions:
         project=args.project,
         host_name=args.host_name or socket.gethostname(),
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        db=defaults.setting(args.db, defaults.ENV_DB, None),  # type: ignore[arg-type]
     )
 
 
@@ -414,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--mongo-user", help=f"MongoDB root user (default: ${USER_ENV} or strix)")
     u.add_argument("--host-name", help="lease host name prefix (default: this hostname)")
     u.add_argument("--data-dir", help="host directory of the idx files, mounted read-only")
+    u.add_argument("--db", help=f"database of the workers (env {defaults.ENV_DB}; default strix)")
     u.add_argument("--wait", type=float, default=120.0, help="seconds to wait for MongoDB")
     u.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
     d = sub.add_parser("down", help="remove the containers", epilog=EXAMPLES, formatter_class=fmt)

@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import socket
 import sys
@@ -375,6 +376,7 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared import defaults
-from shared.defaults import setting
+from shared.defaults import DB_HELP, setting
 from shared.errors import ConfigError, StrixError
 
 if TYPE_CHECKING:  # heavy imports (TensorFlow, OpenCV) wait until they are needed
@@ -44,7 +45,7 @@ class LaunchConfig:
     exp_key: str
     max_evals: int
     mongo: str | None
-    db: str
+    db: str | None
     algo: str
     max_queue_len: int
     image_size: int
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-evals", type=int, default=defaults.MAX_EVALS, help="trials in the study")
     a("--exp-key", help="study name (default: <model>-<size>px); reuse it to resume")
     a("--mongo", help=f"MongoDB URI (env {defaults.ENV_MONGO}); omit for the embedded server")
-    a("--db", help=f"database (env {defaults.ENV_DB}, default {defaults.DB_NAME})")
+    a("--db", help=f"database, overriding the URI's (env {defaults.ENV_DB}; default: {DB_HELP})")
     a("--algo", default=defaults.ALGO, choices=["tpe", "rand"], help="search algorithm")
     a("--max-queue-len", type=int, help="trials queued ahead (default 2x workers, at least 4)")
     a("--image-size", type=int, help="input side in px (default: the model's, e.g. 128)")
@@ -117,14 +118,24 @@ def _checked_model(args: argparse.Namespace) -> tuple[ModelInfo, int]:
         )
     _check_positive("--max-evals", args.max_evals)
     _check_positive("--max-epochs", args.max_epochs)
-    if args.gpu_capacity is not None:
-        _check_positive("--gpu-capacity", args.gpu_capacity)
+    _check_positive("--max-attempts", args.max_attempts)
+    if args.patience < 0:
+        raise ConfigError(f"--patience must be >= 0 epochs, got {args.patience}; e.g. 5")
+    for flag, value in (
+        ("--gpu-capacity", args.gpu_capacity),
+        ("--image-size", args.image_size),
+        ("--max-queue-len", args.max_queue_len),
+    ):
+        if value is not None:
+            _check_positive(flag, value)
+    if args.heartbeat is not None and args.heartbeat <= 0:
+        raise ConfigError(f"--heartbeat must be > 0 seconds, got {args.heartbeat:g}; e.g. 10")
     if args.local_workers < 0:
         raise ConfigError(f"--local-workers must be >= 0, got {args.local_workers}; e.g. 2")
     from shared.models import get_model
 
     info = get_model(args.model)
-    size = args.image_size or info.image_size
+    size = info.image_size if args.image_size is None else args.image_size
     if size < info.min_size:
         raise ConfigError(
             f"--image-size {size} is too small for {info.name}; it needs at least {info.min_size}"
@@ -140,9 +151,9 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         exp_key=args.exp_key or f"{info.name}-{size}px",
         max_evals=args.max_evals,
         mongo=setting(args.mongo, defaults.ENV_MONGO, None),
-        db=str(setting(args.db, defaults.ENV_DB, defaults.DB_NAME)),
+        db=setting(args.db, defaults.ENV_DB, None),
         algo=args.algo,
-        max_queue_len=args.max_queue_len or max(4, 2 * args.local_workers),
+        max_queue_len=args.max_queue_len or max(4, 2 * args.local_workers),  # None: default
         image_size=size,
         channels=args.channels or info.channels,
         interpolation=args.interpolation,
@@ -158,8 +169,7 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         resource=args.resource or info.resource,
         clamp=args.clamp,
         augment=args.augment,
-        heartbeat=args.heartbeat
-        or float(setting(None, defaults.ENV_HEARTBEAT, defaults.HEARTBEAT_S)),
+        heartbeat=float(setting(args.heartbeat, defaults.ENV_HEARTBEAT, defaults.HEARTBEAT_S)),
         max_attempts=args.max_attempts,
         gpu_capacity=args.gpu_capacity,
         progress=not args.no_progress,
@@ -227,7 +237,7 @@ def make_study(cfg: LaunchConfig, store: Store) -> Study:
 
 
 def worker_args(cfg: LaunchConfig, url: str) -> list[str]:
-    args = ["--mongo", url, "--db", cfg.db, "--exp-key", cfg.exp_key]
+    args = ["--mongo", url, "--exp-key", cfg.exp_key] + (["--db", cfg.db] if cfg.db else [])
     args += ["--heartbeat", str(cfg.heartbeat), "--max-attempts", str(cfg.max_attempts)]
     for flag, value in (
         ("--data-dir", cfg.data_dir),
@@ -272,12 +282,23 @@ def run(cfg: LaunchConfig) -> int:
             on_tick=workers.check if workers else None,
             progress=cfg.progress,
         )
-        print(f"\nstudy {cfg.exp_key}: {store.counts(cfg.exp_key)}")
+        print("\n" + closing_line(store, cfg.exp_key))
         print(format_table(top_trials(store, cfg.exp_key, 10)))
     return 0
 
 
+def closing_line(store: Store, exp_key: str) -> str:
+    from coordinator.progress import best_text
+
+    tally = store.tally(exp_key)
+    best = best_text(next(iter(store.best(exp_key)), None))
+    return f"study {exp_key} finished: best {best}; " + ", ".join(
+        f"{tally[k]} {k}" for k in ("ok", "failed", "error", "running", "queued")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -24,7 +24,7 @@ from typing import Any
 
 from coordinator.summary import format_table, top_trials
 from shared import defaults
-from shared.defaults import setting
+from shared.defaults import DB_HELP, setting
 from shared.errors import ConfigError, StrixError
 from shared.store import JOB_STATE_DONE, JOB_STATE_RUNNING, Store, connect
 
@@ -280,23 +280,30 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mongo", help=f"MongoDB URI (env {defaults.ENV_MONGO}, default {defaults.MONGO_URL})"
     )
-    p.add_argument("--db", help=f"database (env {defaults.ENV_DB}, default {defaults.DB_NAME})")
+    p.add_argument(
+        "--db", help=f"database, overriding the URI's (env {defaults.ENV_DB}; default: {DB_HELP})"
+    )
+
+
+def store_location(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(URI, database) by Strix's priority: flag, then environment; None means unset."""
+    url = setting(args.mongo, defaults.ENV_MONGO, None)
+    return url, setting(args.db, defaults.ENV_DB, None)  # type: ignore[return-value]
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    """Connect by Strix's priority: --mongo, then $STRIX_MONGO, then the embedded default.
+    """Connect to the store the flags name, or to the embedded default.
 
     After ``launch`` on the embedded default, its server is gone; this starts it again
     on the same data (``$STRIX_HOME/mongo``) for as long as the command runs.
     """
-    url = setting(args.mongo, defaults.ENV_MONGO, None)
+    url, db = store_location(args)
     if url is None:
         from coordinator.local import embedded_or_running
 
         stack = ExitStack()
         atexit.register(stack.close)
         url = embedded_or_running(defaults.strix_home(), stack)
-    db = str(setting(args.db, defaults.ENV_DB, defaults.DB_NAME))
     return connect(url, db)
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from coordinator.progress import Progress, best_text
 from shared.errors import ConfigError, StoreUnavailable
-from shared.store import JOB_STATE_DONE, Store
+from shared.store import State, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,33 @@ def _algo(name: str) -> Callable:
     if name not in algos:
         raise ConfigError(f"--algo {name!r} is unknown; use one of {sorted(algos)}")
     return algos[name]
+
+
+def trial_seed(seed: int, index: int) -> int:
+    """The suggestion seed of the study's ``index``-th trial: a pure function of both, so
+    a resumed or extended study draws what an uninterrupted one would have drawn."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
+
+
+def seeded(suggest: Callable, seed: int | None) -> Callable:
+    """``suggest`` with one seed per trial instead of one per batch.
+
+    hyperopt seeds each *batch* of suggestions from a generator made afresh at every
+    launch, so a resumed study replays the first seeds and repeats earlier trials, and the
+    batch sizes (which depend on timing) change what each trial gets. Here the k-th trial
+    of the study always gets ``trial_seed(seed, k)``.
+    """
+    if seed is None:
+        return suggest
+
+    def per_trial(new_ids: list[int], domain: Any, trials: Any, _batch_seed: int) -> list:
+        posted = trials.count_by_state_unsynced(list(State))
+        docs: list = []
+        for k, tid in enumerate(new_ids):
+            docs += suggest([tid], domain, trials, trial_seed(seed, posted + k))
+        return docs
+
+    return per_trial
 
 
 class Poster(threading.Thread):
@@ -79,7 +106,7 @@ class Poster(threading.Thread):
         s = self.study
         trials = s.store.trials(s.exp_key, resource=s.resource, meta=s.meta)
         it = FMinIter(
-            _algo(s.algo),
+            seeded(_algo(s.algo), s.seed),
             base.Domain(s.fn, s.space),
             trials,
             rstate=np.random.default_rng(s.seed),
@@ -90,20 +117,6 @@ class Poster(threading.Thread):
             verbose=False,
         )
         it.exhaust()
-
-
-def best_loss(store: Store, exp_key: str) -> float | None:
-    docs = store.find_jobs(
-        {"exp_key": exp_key, "state": JOB_STATE_DONE, "result.status": "ok"},
-        projection=["result"],  # nx-27017 ignores dotted projections
-    )
-    losses = [d["result"]["loss"] for d in docs if d["result"].get("loss") is not None]
-    return min(losses) if losses else None
-
-
-def failed_count(store: Store, exp_key: str) -> int:
-    query = {"exp_key": exp_key, "state": JOB_STATE_DONE, "result.status": "fail"}
-    return len(store.find_jobs(query, projection=["_id"]))
 
 
 def run(
@@ -118,56 +131,45 @@ def run(
     """Post the study and block until all its trials ended, reaping lost ones meanwhile."""
     poster = Poster(study)
     poster.start()
-    bar = tqdm(total=study.max_evals, desc=study.exp_key, unit="trial", disable=not progress)
-    idle_since = time.monotonic()
+    view = Progress(study.exp_key, study.max_evals, progress)
+    idle = IdleWarning()
     try:
         while poster.is_alive():
             poster.join(interval)
             try:
                 study.store.reap(grace, max_attempts)
-                counts = study.store.counts(study.exp_key)
+                tally = study.store.tally(study.exp_key)
+                view.update(tally, best_text(next(iter(study.store.best(study.exp_key)), None)))
             except StoreUnavailable as e:  # keep watching: workers and poster ride it out too
                 log.warning("store unavailable (%s); retrying", e)
                 continue
-            if counts["running"]:
-                idle_since = time.monotonic()
-            _safe_update(bar, study, counts)
-            _warn_if_idle(counts, idle_since)
+            idle.check(tally)
             if on_tick:
                 on_tick()
     finally:
         poster.halt.set()
-        bar.close()
+        view.close()
     if poster.error is not None:
         raise poster.error
 
 
-def _safe_update(bar: tqdm, study: Study, counts: dict[str, int]) -> None:
-    try:
-        _update_bar(bar, study, counts)
-    except StoreUnavailable as e:
-        log.warning("store unavailable (%s); progress not updated", e)
+class IdleWarning:
+    """Says, at most once a minute, that trials wait and no worker runs any."""
 
+    def __init__(self, after: float = 60.0) -> None:
+        self.after = after
+        self.idle_since = self.last_said = time.monotonic()
 
-def _update_bar(bar: tqdm, study: Study, counts: dict[str, int]) -> None:
-    best = best_loss(study.store, study.exp_key)
-    failed = failed_count(study.store, study.exp_key) + counts["error"]
-    bar.n = min(counts["done"] + counts["error"], study.max_evals)
-    bar.set_postfix(
-        best="-" if best is None else f"{best:.4f}",
-        running=counts["running"],
-        queued=counts["new"],
-        failed=failed,
-        refresh=False,
-    )
-    bar.refresh()
-
-
-def _warn_if_idle(counts: dict[str, int], idle_since: float, after: float = 60.0) -> None:
-    if counts["new"] and not counts["running"] and time.monotonic() - idle_since > after:
-        log.warning(
-            "%d trial(s) queued but no worker has run one for %.0fs: start workers with "
-            "`strix-worker --mongo URI` (or pass --local-workers N)",
-            counts["new"],
-            after,
-        )
+    def check(self, tally: dict[str, int]) -> None:
+        now = time.monotonic()
+        if tally["running"] or not tally["queued"]:
+            self.idle_since = now
+            return
+        if now - self.idle_since > self.after and now - self.last_said >= self.after:
+            self.last_said = now
+            log.warning(
+                "%d trial(s) queued but no worker has run one for %.0fs: start workers with "
+                "`strix-worker --mongo URI` (or pass --local-workers N)",
+                tally["queued"],
+                now - self.idle_since,
+            )

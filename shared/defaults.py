@@ -22,10 +22,12 @@ ENV_GPU_CAPACITY = "STRIX_GPU_CAPACITY"  # light units per GPU
 ENV_HEARTBEAT = "STRIX_HEARTBEAT"  # seconds between heartbeats
 ENV_HOST = "STRIX_HOST"  # host name used for GPU leases (defaults to the hostname)
 ENV_WEIGHTS_DIR = "STRIX_WEIGHTS_DIR"  # local ImageNet weight files (offline machines)
+ENV_ALLOW_MODULES = "STRIX_ALLOW_MODULES"  # installed packages whose objectives workers run
 
 # --- MongoDB -------------------------------------------------------------------------
 MONGO_URL = "mongodb://127.0.0.1:27017"
-DB_NAME = "strix"
+DB_NAME = "strix"  # when neither --db, $STRIX_DB nor the URI's path names a database
+DB_HELP = f"the URI's /DB, else {DB_NAME}"
 EMBEDDED_HOST = "127.0.0.1"
 EMBEDDED_PORT = 27017
 SERVER_SELECTION_TIMEOUT_MS = 5000

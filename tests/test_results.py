@@ -87,7 +87,8 @@ def study(mongo_server: str, data_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def watch_running(url: str, db: str, launch: subprocess.Popen) -> list[dict]:
-    """Poll the study while it runs; the first non-empty list of running trials seen."""
+    """Poll the study while it runs; the first running trials seen once a worker has
+    started one (between its reservation and its first write a trial has no spec yet)."""
     from coordinator.results import study_status
     from shared.errors import ConfigError
     from shared.store import connect
@@ -99,7 +100,7 @@ def watch_running(url: str, db: str, launch: subprocess.Popen) -> list[dict]:
                 running = study_status(store, EXP)["running"]
             except ConfigError:  # nothing posted yet
                 running = []
-            if running:
+            if any(row["max_epochs"] is not None for row in running):
                 return running
             time.sleep(0.3)
     finally:
