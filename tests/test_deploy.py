@@ -78,9 +78,16 @@ def test_the_schema_check_rejects_a_broken_file() -> None:
     assert "helthcheck" in messages and "'gpu' is not of type 'array'" in messages
 
 
+def env_example() -> dict[str, str]:
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    return dict(re.findall(r"^(\w+)=(.*)$", text, flags=re.M))
+
+
 def test_mongo_is_pinned_private_authenticated_and_checked() -> None:
     mongo = services()["mongo"]
-    assert re.fullmatch(r"mongo:\d+(\.\d+)*", mongo["image"]), mongo["image"]
+    image = re.fullmatch(r"\$\{MONGO_IMAGE:-(mongo:\d+(\.\d+)*)\}", mongo["image"])
+    assert image, f"{mongo['image']}: MONGO_IMAGE from .env, default a pinned mongo:N"
+    assert env_example()["MONGO_IMAGE"] == image[1], ".env.example must show today's default"
     assert "ports" not in mongo, "MongoDB must not be published by default"
     env = mongo["environment"]
     for key, var in (("USERNAME", "MONGO_ROOT_USER"), ("PASSWORD", "MONGO_ROOT_PASSWORD")):
@@ -110,11 +117,47 @@ def test_worker_uri_uses_auth_and_the_shared_cache() -> None:
         assert ":${MONGO_ROOT_PASSWORD:?" in uri and uri.endswith("@mongo:27017/?authSource=admin")
         assert env[defaults.ENV_CACHE_DIR] == "/cache"
         assert "cache:/cache" in services()[name]["volumes"]
-        assert env[defaults.ENV_HOST], "all workers of one host must share one lease host name"
+        # empty means the host name, which `uts: host` makes the real host's, not the
+        # container's: shared by all workers of one host, different on every other host
+        assert env[defaults.ENV_HOST] == "${STRIX_HOST:-}", env[defaults.ENV_HOST]
+        assert services()[name]["uts"] == "host", f"{name}: the lease host name is the host's"
+    assert env_example()["STRIX_HOST"] == "", ".env.example must leave STRIX_HOST to the host"
     assert services()["worker-cpu"]["build"]["dockerfile"] == "Dockerfile.worker"
     assert services()["worker-cpu"]["profiles"] == ["cpu"]
     assert "deploy" not in services()["worker-cpu"]
     assert "cache" in compose()["volumes"]
+
+
+def test_host_directories_are_optional_and_never_created_in_the_checkout() -> None:
+    """Unset FASHION_MNIST_DIR / WEIGHTS_DIR mount empty named volumes, not ./paths that
+    Docker would create root-owned."""
+    declared = set(compose()["volumes"])
+    for name in ("worker", "worker-cpu", "prepare"):
+        for volume in services()[name]["volumes"]:
+            source = volume.split(":/", 1)[0]
+            default = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", source)
+            if default:
+                assert default[2] in declared, f"{name}: {volume} defaults to a host path"
+            else:
+                assert source in declared, f"{name}: {volume}"
+    assert env_example()["WEIGHTS_DIR"] == "" and env_example()["FASHION_MNIST_DIR"] == ""
+    assert services()["worker"]["environment"]["STRIX_WEIGHTS_DIR"] == "${WEIGHTS_DIR:+/weights}"
+
+
+def test_base_image_and_pip_index_come_from_env_with_todays_defaults() -> None:
+    for name in ("worker", "worker-cpu", "prepare", "coordinator"):
+        args = services()[name]["build"]["args"]
+        assert args["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim-bookworm}", name
+        assert args["PIP_INDEX_URL"] == "${PIP_INDEX_URL:-}", name
+        for arg in args:
+            for path in DOCKERFILES:
+                assert re.search(rf"^ARG {arg}\b", path.read_text(encoding="utf-8"), re.M), (
+                    f"{path.name} does not declare ARG {arg}"
+                )
+    assert env_example()["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+    for path in DOCKERFILES:
+        arg = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", path.read_text(encoding="utf-8"), re.M)
+        assert arg and arg[1] == "python:3.11-slim-bookworm", path.name
 
 
 def test_tools_are_one_shot_profiles() -> None:
@@ -169,10 +212,12 @@ def test_every_interpolated_variable_is_documented_in_env_example() -> None:
 def test_compose_snippets_in_the_docs_are_valid_compose_files() -> None:
     text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 2, "docs/deploy.md lost its override examples"
+    docs = [yaml.safe_load(block) for block in blocks]
+    # Kubernetes snippets (apiVersion/kind) are checked in tests/test_k8s.py
+    compose_docs = [(b, d) for b, d in zip(blocks, docs, strict=True) if "services" in d]
+    assert len(compose_docs) >= 2, "docs/deploy.md lost its override examples"
     validator = compose_validator()
-    for block in blocks:
-        doc = yaml.safe_load(block)
+    for block, doc in compose_docs:
         errors = [e.message for e in validator.iter_errors(doc)]
         assert not errors, f"{errors}\n{block}"
         for svc in doc["services"].values():
@@ -200,6 +245,18 @@ def instructions(path: Path) -> list[tuple[str, str]]:
         for r in rows
         if r and not r.startswith("#")
     ]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_has_no_syntax_directive(path: Path) -> None:
+    """`# syntax=` makes BuildKit fetch a frontend image first: no build without Docker Hub."""
+    head = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line)
+    directives = [h for h in head if re.match(r"#\s*syntax\s*=", h, re.I)]
+    assert not directives, f"{path.name}: {directives}"
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -236,6 +293,7 @@ def dockerignore() -> set[str]:
 
 def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     assert {".git", ".venv", ".env", "data", "weights", "*.keras", "tests"} <= dockerignore()
+    assert "deploy" in dockerignore(), "deploy/k8s/mongo-root.env holds a password"
 
 
 # --- every command the files run answers --help ---------------------------------------
