@@ -63,24 +63,6 @@ PROJECT=strix-smoke-$run_id
 TAG=smoke-$run_id
 EXP=smoke-$run_id
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-tmp=$(mktemp -d)
-chmod 700 "$tmp"
-# Everything the compose files interpolate comes from this file, never from the checkout's
-# .env. The password is random, unused by the stand-in, and never printed.
-unset COMPOSE_FILE COMPOSE_PROFILES COMPOSE_PROJECT_NAME COMPOSE_ENV_FILES IMAGE_TAG \
-  SMOKE_MONGO_PORT FASHION_MNIST_DIR WEIGHTS_DIR MONGO_ROOT_USER MONGO_ROOT_PASSWORD \
-  IMAGE_SIZE CHANNELS STRIX_DB STRIX_HOST GPU_CAPACITY HEARTBEAT_S
-(
-  umask 077
-  password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-  cat >"$tmp/smoke.env" <<EOF
-MONGO_ROOT_USER=smoke
-MONGO_ROOT_PASSWORD=$password
-IMAGE_TAG=$TAG
-SMOKE_MONGO_PORT=$port
-FASHION_MNIST_DIR=$data
-EOF
-)
 
 dc() {
   docker compose --project-name "$PROJECT" --project-directory "$ROOT" \
@@ -117,7 +99,7 @@ cleanup() {
   ids=$(docker volume ls -q --filter "$label")
   [ -z "$ids" ] || docker volume rm $ids >/dev/null
   docker image rm "strix-cpu:$TAG" >/dev/null 2>&1
-  rm -rf "$tmp"
+  [ -z "$tmp" ] || rm -rf "$tmp"
   local left
   left=$(leftovers)
   if [ -n "$left" ]; then
@@ -127,9 +109,29 @@ cleanup() {
   [ "$rc" -eq 0 ] || say "FAILED after $(took "$START") (exit $rc)"
   exit "$rc"
 }
+tmp=
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+tmp=$(mktemp -d)
+chmod 700 "$tmp"
+# Everything the compose files interpolate comes from this file, never from the checkout's
+# .env. The password is random, unused by the stand-in, and never printed.
+unset COMPOSE_FILE COMPOSE_PROFILES COMPOSE_PROJECT_NAME COMPOSE_ENV_FILES IMAGE_TAG \
+  SMOKE_MONGO_PORT FASHION_MNIST_DIR WEIGHTS_DIR MONGO_ROOT_USER MONGO_ROOT_PASSWORD \
+  IMAGE_SIZE CHANNELS STRIX_DB STRIX_HOST GPU_CAPACITY HEARTBEAT_S
+(
+  umask 077
+  password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  cat >"$tmp/smoke.env" <<EOF
+MONGO_ROOT_USER=smoke
+MONGO_ROOT_PASSWORD=$password
+IMAGE_TAG=$TAG
+SMOKE_MONGO_PORT=$port
+FASHION_MNIST_DIR=$data
+EOF
+)
 
 say "project $PROJECT, image strix-cpu:$TAG, stand-in mongo on 127.0.0.1:$port, data $data"
 

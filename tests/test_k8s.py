@@ -9,6 +9,7 @@ pieces must fit together (selectors, the Secret, the MongoDB URI, the grace peri
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -389,6 +390,15 @@ def start_supervisor(tmp_path: Path, capacity: int, fake_exit: str = "") -> subp
     return subprocess.Popen([*container["command"], container["args"][0]], env=env)
 
 
+def stop_all(proc: subprocess.Popen, fake_dir: Path) -> None:
+    """Whatever happened, leave no supervisor and no fake worker running."""
+    proc.kill()
+    proc.wait(timeout=10)
+    for started in fake_dir.glob("started.*"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(started.read_text(encoding="utf-8")), signal.SIGKILL)
+
+
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -405,7 +415,7 @@ def test_worker_pod_starts_capacity_workers_and_passes_sigterm_to_each(tmp_path:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
-        proc.kill()
+        stop_all(proc, tmp_path)
     assert len(list(tmp_path.glob("stopped.*"))) == 3, "every worker must get the SIGTERM"
 
 
@@ -414,5 +424,5 @@ def test_worker_pod_ends_when_one_worker_dies(tmp_path: Path) -> None:
     try:
         assert proc.wait(timeout=20) == 3, "the container restarts with the worker's code"
     finally:
-        proc.kill()
+        stop_all(proc, tmp_path)
     assert len(list(tmp_path.glob("stopped.*"))) == 1, "the surviving worker was stopped"
