@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coordinator.results import add_store_args, open_store
-from shared import __version__, defaults
+from shared import __version__, defaults, settings
 from shared.errors import ConfigError, StrixError
 from shared.store import JOB_STATE_DONE, Store
-from shared.store import models as stored
+from shared.store import exports as stored
 
 if TYPE_CHECKING:  # TensorFlow loads only when a model is trained
     import keras
@@ -69,6 +69,7 @@ class FinalConfig:
     train_only: bool
     seed: int | None
     store_model: bool
+    weights_dir: str | None = None
 
 
 # --- the best trial ----------------------------------------------------------------------
@@ -139,10 +140,12 @@ def training_split(data: Dataset, train_only: bool) -> Dataset:
 # --- training and evaluation -------------------------------------------------------------
 
 
-def retrain(trial: dict, data: Dataset, epochs: int, seed: int | None) -> tuple[Any, dict, float]:
+def retrain(
+    trial: dict, data: Dataset, epochs: int, seed: int | None, weights_dir: str | None = None
+) -> tuple[Any, dict, float]:
     """Fit the trial's params for exactly ``epochs`` epochs, no early stopping, no validation."""
     from shared.jobs import resolve_weights
-    from shared.objective import diverged, train
+    from shared.training import diverged, train
 
     spec = trial["spec"]
     started = time.perf_counter()
@@ -154,7 +157,7 @@ def retrain(trial: dict, data: Dataset, epochs: int, seed: int | None) -> tuple[
         early_stopping=False,
         validation=False,
         seed=seed,
-        weights=resolve_weights(spec["model"], spec.get("weights")),
+        weights=resolve_weights(spec["model"], spec.get("weights"), weights_dir),
         verbose=2,
     )
     reason = diverged(history)
@@ -293,7 +296,7 @@ def run_final(store: Store, cfg: FinalConfig) -> dict:
     what = "train" if cfg.train_only else "train+val"
     log.info("retraining trial %s for %d epoch(s) on %s", trial.get("tid"), epochs, what)
     print(f"trial {trial.get('tid')}: {epochs} epoch(s) on {len(fit.y_train)} {what} images")
-    model, history, seconds = retrain(trial, fit, epochs, seed)
+    model, history, seconds = retrain(trial, fit, epochs, seed, cfg.weights_dir)
     result = evaluate(model, data.x_test, data.y_test)
     cfg.out.mkdir(parents=True, exist_ok=True)
     blob = export_model(model, cfg.out / "model.keras")
@@ -302,7 +305,7 @@ def run_final(store: Store, cfg: FinalConfig) -> dict:
     prov = provenance(trial, data, run, blob)
     _write_outputs(cfg, trial, result, prov)
     if cfg.store_model:
-        file_id = stored.put_model(store.db, cfg.exp_key, MODEL_NAME, blob, prov)
+        file_id = stored.store_model(store.db, cfg.exp_key, MODEL_NAME, blob, prov)
         prov["stored"] = {"bucket": stored.BUCKET, "file_id": str(file_id)}
     (cfg.out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
     return {"provenance": prov, "report": result["text"]}
@@ -321,7 +324,7 @@ def fetch(store: Store, exp_key: str, path: Path) -> dict:
     """Write the study's stored model to ``path`` and its provenance beside it."""
     if path.suffix != ".keras":
         raise ConfigError(f"--fetch {path}: keras loads only files named *.keras; use e.g. x.keras")
-    blob, metadata = stored.get_model(store.db, exp_key, MODEL_NAME)
+    blob, metadata = stored.fetch_model(store.db, exp_key, MODEL_NAME)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(blob)
     prov = metadata.get("provenance") or {}
@@ -361,12 +364,15 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.exp_key)
+    v = settings.resolve(args, ["data_dir", "cache_dir", "weights_dir", "home"])
+    home = Path(v["home"]).expanduser()
     return FinalConfig(
         exp_key=args.exp_key,
         epochs=args.epochs,
-        out=args.out or defaults.strix_home() / "final" / safe,
-        data_dir=args.data_dir,
-        cache_dir=args.cache_dir,
+        out=args.out or home / "final" / safe,
+        data_dir=v["data_dir"],
+        cache_dir=v["cache_dir"] or str(home / "cache"),
+        weights_dir=v["weights_dir"],
         limit=args.limit,
         test_limit=args.test_limit,
         train_only=args.train_only,

@@ -163,7 +163,8 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         seed=args.seed,
         local_workers=args.local_workers,
         data_dir=setting(args.data_dir, defaults.ENV_DATA_DIR, None),
-        cache_dir=setting(args.cache_dir, defaults.ENV_CACHE_DIR, None),
+        cache_dir=setting(args.cache_dir, defaults.ENV_CACHE_DIR, None)
+        or str(defaults.strix_home() / "cache"),
         weights=None if weights in ("none", "None") else weights,
         tb_dir=args.tb_dir,
         resource=args.resource or info.resource,
@@ -207,7 +208,7 @@ def make_study(cfg: LaunchConfig, store: Store) -> Study:
     from coordinator.study import Study
     from shared.jobs import keras_space, objective
     from shared.models import get_model
-    from shared.objective import Budget
+    from shared.training import Budget
 
     params = get_model(cfg.model).space(
         image_size=cfg.image_size, clamp=cfg.clamp, augment=cfg.augment

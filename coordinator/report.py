@@ -32,7 +32,7 @@ from coordinator.summary import top_trials
 from shared import defaults
 from shared.errors import ConfigError, StrixError
 from shared.store import Store
-from shared.store import models as stored
+from shared.store import exports as stored
 
 log = logging.getLogger("coordinator.report")
 

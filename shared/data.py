@@ -13,7 +13,6 @@ so the training arrays handed to a worker are memory-mapped too.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -32,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shared import __version__, defaults
-from shared.errors import ConfigError, DataError, StrixError
+from shared.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 PathArg = str | Path | None
@@ -153,7 +152,10 @@ def _files_in(directory: Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def _locate(data_dir: PathArg) -> tuple[dict[str, Path] | None, list[str]]:
-    """First complete copy: explicit dir (which must work), env var, Debian package."""
+    """First complete copy: the given dir (which must work), then the Debian package.
+
+    The caller resolves ``--data-dir`` / ``$STRIX_DATA_DIR`` (shared.settings) and passes it.
+    """
     if data_dir is not None:
         directory = Path(data_dir).expanduser()
         if not directory.is_dir():
@@ -162,19 +164,14 @@ def _locate(data_dir: PathArg) -> tuple[dict[str, Path] | None, list[str]]:
         if missing:
             raise DataError(f"data directory {directory} lacks {', '.join(missing)}; {FIX}")
         return found, [str(directory)]
-    env = os.environ.get(defaults.ENV_DATA_DIR)
-    tried = [] if env else [f"${defaults.ENV_DATA_DIR} (not set)"]
-    for label, value in ((f"${defaults.ENV_DATA_DIR}=", env), ("", defaults.DEBIAN_DATA_DIR)):
-        if not value:
-            continue
-        found, missing = _files_in(Path(value).expanduser())
-        if not missing:
-            return found, tried
-        if len(missing) < len(FILES):
-            log.warning("%s%s is incomplete: missing %s", label, value, ", ".join(missing))
-        detail = "no idx files" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
-        tried.append(f"{label}{value} ({detail})")
-    return None, tried
+    tried = ["--data-dir / $STRIX_DATA_DIR (not set)"]
+    found, missing = _files_in(Path(defaults.DEBIAN_DATA_DIR))
+    if not missing:
+        return found, tried
+    if len(missing) < len(FILES):
+        log.warning("%s is incomplete: missing %s", defaults.DEBIAN_DATA_DIR, ", ".join(missing))
+    detail = "no idx files" if len(missing) == len(FILES) else f"missing {', '.join(missing)}"
+    return None, [*tried, f"{defaults.DEBIAN_DATA_DIR} ({detail})"]
 
 
 def find_data_dir(data_dir: PathArg = None) -> Path | None:
@@ -302,8 +299,8 @@ def resize_images(
 
 
 def _cache_root(cache_dir: PathArg) -> Path:
-    default = defaults.strix_home() / "cache"
-    return Path(str(defaults.setting(cache_dir, defaults.ENV_CACHE_DIR, default))).expanduser()
+    """The caller resolves --cache-dir / $STRIX_CACHE_DIR; this is only the last resort."""
+    return Path(cache_dir or "~/.strix/cache").expanduser()
 
 
 def _atomic_dir(target: Path, build: Callable[[Path], None]) -> Path:
@@ -435,50 +432,14 @@ def load(
 
 # --- CLI ---------------------------------------------------------------------------------
 
-EXAMPLES = """examples:
-  python -m shared.data prepare --size 128
-  python -m shared.data prepare --size 224 --channels 3 --interpolation cubic
-  python -m shared.data prepare --size 32 --data-dir /usr/share/datasets/fashion-mnist \\
-      --cache-dir /srv/strix/cache
-"""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m shared.data",
-        description="Resize Fashion-MNIST once into the shared uint8 cache used by all workers.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
-        "prepare", help="build or reuse one cache", epilog=EXAMPLES, formatter_class=fmt
-    )
-    p.add_argument("--size", type=int, default=defaults.IMAGE_SIZE, help="side in pixels")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=defaults.CHANNELS)
-    interp = sorted(INTERPOLATIONS)
-    p.add_argument("--interpolation", choices=interp, default=defaults.INTERPOLATION)
-    p.add_argument("--data-dir", help=f"idx files (default: ${defaults.ENV_DATA_DIR}, Debian)")
-    p.add_argument("--cache-dir", help=f"default: ${defaults.ENV_CACHE_DIR} or $STRIX_HOME/cache")
-    return parser
-
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        look = {"channels": args.channels, "interpolation": args.interpolation}
-        spec = DataSpec(image_size=args.size, **look)
-        path = prepare(spec, data_dir=args.data_dir, cache_dir=args.cache_dir, progress=True)
-    except StrixError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    size_mb = sum(f.stat().st_size for f in path.glob("*.npy")) / 1e6
-    print(f"cache: {path}")
-    print(f"size: {size_mb:.1f} MB")
-    return 0
+    """``python -m shared.data prepare ...``: the old spelling of ``strix prepare``."""
+
+    from shared.prepare import main as prepare_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return prepare_main(args[1:] if args[:1] == ["prepare"] else args)
 
 
 if __name__ == "__main__":

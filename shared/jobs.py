@@ -13,6 +13,7 @@ different Strix release posted.
 from __future__ import annotations
 
 import contextvars
+import enum
 import logging
 import threading
 import time
@@ -30,14 +31,39 @@ from shared.errors import JobError, StrixError
 log = logging.getLogger(__name__)
 
 
+class Outcome(enum.Enum):
+    """How one trial ended, as the worker records it."""
+
+    OK = "ok"  # a result with status ok: stored, TPE learns from it
+    FAILED = "fail"  # a result with status fail (unbuildable, diverged, OOM): stored
+    ERROR = "error"  # the job could not run at all: stored as ERROR with its reason
+    STOPPED = "stopped"  # the worker stopped: the trial goes back to the queue
+
+
 @dataclass
 class RunContext:
     """What a resident worker lends the objective for one trial (absent under stock workers)."""
 
-    callbacks: list = field(default_factory=list)
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
     load_data: Callable[[Any], Any] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     job: dict | None = None
+    weights_dir: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> RunContext:
+        """A stock hyperopt worker lends nothing: the objective is then the entry point,
+        and resolves Strix's data and weights settings itself (flag-less: environment,
+        then default)."""
+        from shared import settings
+        from shared.data import load
+
+        v = settings.resolve({}, ["data_dir", "cache_dir", "weights_dir", "home"])
+        cache = v["cache_dir"] or str(Path(v["home"]).expanduser() / "cache")
+        return cls(
+            load_data=lambda spec: load(spec, data_dir=v["data_dir"], cache_dir=cache),
+            weights_dir=v["weights_dir"],
+        )
 
 
 _CONTEXT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
@@ -55,7 +81,7 @@ def run_context(ctx: RunContext) -> Iterator[RunContext]:
 
 
 def current_context() -> RunContext:
-    return _CONTEXT.get() or RunContext()
+    return _CONTEXT.get() or RunContext.from_environment()
 
 
 @dataclass(frozen=True)
@@ -115,14 +141,18 @@ def keras_space(
 
 def objective(config: dict) -> dict:
     """The fmin objective for Keras models: train one trial, return hyperopt's result dict."""
-    from shared.data import DataSpec, load
-    from shared.objective import Budget, run_trial
+    return train_job(parse_config(config))
 
-    job = parse_config(config)
+
+def train_job(job: JobConfig) -> dict:
+    """Train one validated trial; a resident worker calls this directly (validated once)."""
+    from shared.data import DataSpec
+    from shared.training import Budget, run_trial
+
     ctx = current_context()
     try:
         spec = DataSpec.from_dict(job.data)
-        data = ctx.load_data(spec) if ctx.load_data else load(spec)
+        data = ctx.load_data(spec)  # type: ignore[misc]
     except StrixError as e:
         return {"status": "fail", "loss": None, "reason": str(e)}
     return run_trial(
@@ -130,9 +160,10 @@ def objective(config: dict) -> dict:
         job.params,
         data=data,
         budget=Budget.from_dict(job.budget),
-        callbacks=ctx.callbacks,
+        on_epoch=ctx.on_epoch,
+        stop=ctx.stop,
         seed=job.seed,
-        weights=resolve_weights(job.model, job.weights),
+        weights=resolve_weights(job.model, job.weights, ctx.weights_dir),
         tb_dir=_trial_tb_dir(job.tb_dir, ctx.job),
     )
 
@@ -145,11 +176,11 @@ def _trial_tb_dir(tb_dir: str | None, job: dict | None) -> str | None:
     return str(Path(tb_dir) / str(job.get("exp_key", "study")) / f"trial-{job.get('tid', 'x')}")
 
 
-def resolve_weights(model: str, weights: str | None) -> str | None:
-    """ "imagenet" means the local file in ``$STRIX_WEIGHTS_DIR`` when there is one (offline)."""
+def resolve_weights(model: str, weights: str | None, weights_dir: str | None) -> str | None:
+    """ "imagenet" means the local file in ``weights_dir`` when there is one (offline)."""
     from shared.models import default_weights
 
-    return default_weights(model) if weights == "imagenet" else weights
+    return default_weights(model, weights_dir) if weights == "imagenet" else weights
 
 
 def toy_space(sleep_s: float = 0.0) -> dict:
@@ -160,10 +191,18 @@ def toy_space(sleep_s: float = 0.0) -> dict:
 
 def toy_objective(config: dict) -> dict:
     """Sleep (interruptibly) then return (x - 1)^2; records when and where it ran."""
-    job = parse_config(config)
+    return toy_job(parse_config(config))
+
+
+def toy_job(job: JobConfig) -> dict:
     ctx = current_context()
     start = time.time()
     if ctx.stop.wait(float(job.params.get("sleep", 0.0))):
         raise InterruptedError("stopped by the worker")
     x = float(job.params["x"])
     return {"status": "ok", "loss": (x - 1.0) ** 2, "start": start, "end": time.time()}
+
+
+def runner(fn: Callable[[dict], dict]) -> Callable[[JobConfig], dict]:
+    """What a resident worker calls for a Strix objective, with the config it validated."""
+    return {objective: train_job, toy_objective: toy_job}[fn]

@@ -282,13 +282,13 @@ def _prepare(data: Path, cache: Path) -> str:
 def test_missing_dataset_file(data_dir: Path, tmp_path: Path) -> None:
     d = _data_copy(data_dir, tmp_path / "d", skip="t10k-labels-idx1-ubyte")
     assert _prepare(d, tmp_path / "c") == (
-        f"error: data directory {d} lacks t10k-labels-idx1-ubyte[.gz]; {FIX}"
+        f"strix prepare: error: data directory {d} lacks t10k-labels-idx1-ubyte[.gz]; {FIX}"
     )
 
 
 def test_missing_data_directory(tmp_path: Path) -> None:
     d = tmp_path / "nowhere"
-    assert _prepare(d, tmp_path / "c") == f"error: data directory {d} does not exist; {FIX}"
+    assert _prepare(d, tmp_path / "c") == f"strix prepare: error: data directory {d} does not exist; {FIX}"
 
 
 def test_truncated_gzip_file(data_dir: Path, tmp_path: Path) -> None:
@@ -296,7 +296,7 @@ def test_truncated_gzip_file(data_dir: Path, tmp_path: Path) -> None:
     blob = (data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
     (d / "t10k-labels-idx1-ubyte.gz").write_bytes(blob[: len(blob) // 2])
     assert _prepare(d, tmp_path / "c") == (
-        f"error: {d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Compressed file "
+        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Compressed file "
         "ended before the end-of-stream marker was reached); expected an intact Fashion-MNIST "
         f"file: re-download it; {FIX}"
     )
@@ -307,7 +307,7 @@ def test_truncated_idx_file(data_dir: Path, tmp_path: Path) -> None:
     raw = gzip.decompress((data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (d / "t10k-labels-idx1-ubyte").write_bytes(raw[: 8 + 5000])
     assert _prepare(d, tmp_path / "c") == (
-        f"error: {d}/t10k-labels-idx1-ubyte: expected 10000 data bytes after the header, found "
+        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte: expected 10000 data bytes after the header, found "
         f"5000; the file is corrupt or not t10k-labels-idx1-ubyte; {FIX}"
     )
 
@@ -317,7 +317,7 @@ def test_corrupt_idx_magic(data_dir: Path, tmp_path: Path) -> None:
     raw = gzip.decompress((data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (d / "t10k-labels-idx1-ubyte").write_bytes((2051).to_bytes(4, "big") + raw[4:])
     assert _prepare(d, tmp_path / "c") == (
-        f"error: {d}/t10k-labels-idx1-ubyte: expected magic number 2049, found 2051; the file "
+        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte: expected magic number 2049, found 2051; the file "
         f"is corrupt or not t10k-labels-idx1-ubyte; {FIX}"
     )
 
@@ -326,7 +326,7 @@ def test_corrupt_gzip_file(data_dir: Path, tmp_path: Path) -> None:
     d = _data_copy(data_dir, tmp_path / "d", skip="t10k-labels-idx1-ubyte")
     (d / "t10k-labels-idx1-ubyte.gz").write_bytes(b"<html>not found</html>")
     assert _prepare(d, tmp_path / "c") == (
-        f"error: {d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Not a gzipped file "
+        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Not a gzipped file "
         f"(b'<h')); expected an intact Fashion-MNIST file: re-download it; {FIX}"
     )
 
@@ -334,7 +334,7 @@ def test_corrupt_gzip_file(data_dir: Path, tmp_path: Path) -> None:
 def test_cache_dir_not_writable(data_dir: Path) -> None:
     line = _prepare(data_dir, Path("/etc/hostname/cache"))
     assert line == (
-        "error: cannot create cache directory /etc/hostname/cache ([Errno 20] Not a directory: "
+        "strix prepare: error: cannot create cache directory /etc/hostname/cache ([Errno 20] Not a directory: "
         "'/etc/hostname/cache'); pass --cache-dir or set STRIX_CACHE_DIR to a writable place"
     )
 
@@ -387,7 +387,7 @@ def test_num_blocks_too_deep_fails_the_trial(small_data, data_dir, monkeypatch) 
 
 
 def test_nan_loss_fails_the_trial(small_data) -> None:
-    from shared.objective import Budget, run_trial
+    from shared.training import Budget, run_trial
 
     params = {**SMALL, "optimizer": "sgd", "learning_rate": 1e4, "activation": "selu"}
     result = run_trial("convstrix", params, data=small_data[0], budget=Budget(1, 1), seed=0)
@@ -400,7 +400,7 @@ def test_nan_loss_fails_the_trial(small_data) -> None:
 
 def test_out_of_memory_fails_the_trial_as_oom(small_data) -> None:
     """A real allocation failure: a 5 TB dense kernel, refused at once by the allocator."""
-    from shared.objective import Budget, run_trial
+    from shared.training import Budget, run_trial
 
     params = {**SMALL, "fcl_layer_size": 10**8}
     result = run_trial("convstrix", params, data=small_data[0], budget=Budget(1, 1), seed=0)

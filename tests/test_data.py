@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shared import defaults
+from shared import defaults, settings
 from shared.data import (
     CLASS_NAMES,
     FILES,
@@ -110,16 +110,16 @@ def test_uncompressed_copy_loads_identically(raw: tuple, plain_dir: Path) -> Non
 
 
 def test_find_data_dir_order(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The entry point resolves --data-dir / $STRIX_DATA_DIR; the library takes the result."""
     monkeypatch.setenv(defaults.ENV_DATA_DIR, str(data_dir))
-    assert find_data_dir() == data_dir
+    assert find_data_dir(settings.resolve({}, ["data_dir"])["data_dir"]) == data_dir
     assert find_data_dir(data_dir) == data_dir
     with pytest.raises(DataError, match="does not exist"):
         find_data_dir(tmp_path / "nope")  # explicit dir never falls through to the env var
     with pytest.raises(DataError, match=r"lacks train-images-idx3-ubyte\[\.gz\]"):
         find_data_dir(tmp_path)
     if not Path(defaults.DEBIAN_DATA_DIR).exists():
-        monkeypatch.setenv(defaults.ENV_DATA_DIR, str(tmp_path))
-        assert find_data_dir() is None
+        assert find_data_dir() is None  # the library itself reads no environment variable
 
 
 @pytest.mark.slow  # imports TensorFlow in a subprocess
@@ -128,7 +128,7 @@ def test_no_local_copy_falls_back_to_keras_or_explains(tmp_path: Path) -> None:
     if Path(defaults.DEBIAN_DATA_DIR).exists():
         pytest.skip("the Debian package is installed, so the download fallback is never reached")
     env = {**os.environ, "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras")}
-    env[defaults.ENV_DATA_DIR] = str(tmp_path)
+    env.pop(defaults.ENV_DATA_DIR, None)
     code = (
         "from shared.data import load_raw\nfrom shared.errors import DataError\n"
         "try:\n    print([a.shape for a in load_raw()])\n"
@@ -143,7 +143,7 @@ def test_no_local_copy_falls_back_to_keras_or_explains(tmp_path: Path) -> None:
     out = proc.stdout.strip().splitlines()[-1]  # keras prints "Downloading data from ..." first
     assert proc.returncode == 0, proc.stderr[-2000:]
     if out.startswith("DataError:"):
-        for needle in (f"${defaults.ENV_DATA_DIR}={tmp_path}", defaults.DEBIAN_DATA_DIR):
+        for needle in (f"${defaults.ENV_DATA_DIR} (not set)", defaults.DEBIAN_DATA_DIR):
             assert needle in out
         assert "keras" in out and "--data-dir" in out and "apt-get install" in out
     else:
@@ -316,10 +316,18 @@ def test_cache_key_differs_by_size_interpolation_channels(data_dir: Path, cache3
     assert np.array_equal(rgb[..., 2], np.load(paths[0] / "x_train.npy")[..., 0])
 
 
-def test_default_cache_dir_comes_from_env(data_dir: Path, tmp_path, monkeypatch) -> None:
+def test_default_cache_dir_comes_from_env(data_dir: Path, tmp_path, monkeypatch, capsys) -> None:
+    """``strix prepare`` resolves $STRIX_CACHE_DIR, then <$STRIX_HOME>/cache."""
+    from shared.prepare import main as prepare_main
+
     monkeypatch.setenv(defaults.ENV_CACHE_DIR, str(tmp_path / "env-cache"))
-    path = prepare(DataSpec(image_size=28), data_dir=data_dir)
-    assert path.parent == tmp_path / "env-cache"
+    argv = ["--size", "28", "--data-dir", str(data_dir), "--no-progress"]
+    assert prepare_main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"cache: {tmp_path / 'env-cache'}/")
+    monkeypatch.delenv(defaults.ENV_CACHE_DIR)
+    monkeypatch.setenv(defaults.ENV_HOME, str(tmp_path / "home"))
+    assert prepare_main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"cache: {tmp_path / 'home' / 'cache'}/")
 
 
 def test_unwritable_cache_is_a_data_error(data_dir: Path, tmp_path: Path) -> None:
@@ -449,7 +457,8 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], needle:
     proc = _cli("prepare", "--cache-dir", str(tmp_path), *args)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("strix prepare: error: "), proc.stderr
+    assert needle in lines[0], proc.stderr
     assert not list(tmp_path.iterdir())
 
 

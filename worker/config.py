@@ -52,6 +52,7 @@ class WorkerConfig:
     gpus: str | None = None
     gpu: str | None = None
     home: str = "~/.strix"
+    weights_dir: str | None = None
 
 
 SETTINGS = (
@@ -70,6 +71,7 @@ SETTINGS = (
     "max_attempts",
     "data_dir",
     "cache_dir",
+    "weights_dir",
     "allow_module",
     "host",
     "fake_gpus",
@@ -156,7 +158,7 @@ def resolve(args: argparse.Namespace) -> WorkerConfig:
         gpu_capacity=v["gpu_capacity"],
         max_attempts=v["max_attempts"],
         data_dir=v["data_dir"],
-        cache_dir=v["cache_dir"],
+        cache_dir=v["cache_dir"] or str(Path(v["home"]).expanduser() / "cache"),
         isolate=bool(v["isolate"]),
         host=v["host"],
         allow_modules=_modules(v["allow_module"]),
@@ -165,6 +167,7 @@ def resolve(args: argparse.Namespace) -> WorkerConfig:
         gpus=v["gpus"],
         gpu=v["gpu"],
         home=v["home"],
+        weights_dir=v["weights_dir"],
     )
     validate(cfg)
     return cfg

@@ -13,14 +13,13 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
-from shared.jobs import RunContext, parse_config, run_context
+from shared.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from shared.store import Store
-from worker.callbacks import make_callbacks
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
 from worker.heartbeat import Heartbeat
@@ -190,16 +189,17 @@ class Worker:
                 self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
         self._record(job, outcome)
 
-    def _evaluate(self, job: dict) -> tuple[str, Any]:
+    def _evaluate(self, job: dict) -> tuple[Outcome, Any]:
         """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""
         try:
             domain, spec, config = self._config_retrying(job)
         except JobError as e:
-            return "error", str(e)
+            return Outcome.ERROR, str(e)
         except StoreError as e:
             log.warning("store unavailable at trial start (%s); giving the trial back", e)
-            return "stopped", "store unavailable at trial start"
-        self._safe(self.store.set_fields, job, self.id, {"spec": config, "worker": self._info()})
+            return Outcome.STOPPED, "store unavailable at trial start"
+        shown = None if config is None else asdict(config)
+        self._safe(self.store.set_fields, job, self.id, {"spec": shown, "worker": self._info()})
         try:
             if is_strix(domain):
                 result = self._run_strix(domain, job, config)
@@ -207,20 +207,24 @@ class Worker:
                 result = self._run_foreign(domain, job, spec)
         except Exception as e:
             if self.trial_stop.is_set():
-                return "stopped", None
+                return Outcome.STOPPED, None
             log.exception("trial %s raised", job.get("tid"))
-            return "error", f"{type(e).__name__}: {e}"
+            return Outcome.ERROR, f"{type(e).__name__}: {e}"
         if self.trial_stop.is_set():
-            return "stopped", None
-        return ("ok" if result.get("status") == "ok" else "fail"), result
+            return Outcome.STOPPED, None
+        return (Outcome.OK if result.get("status") == "ok" else Outcome.FAILED), result
 
-    def _run_strix(self, domain: Any, job: dict, config: Any) -> dict:
-        """Strix's objectives take the evaluated trial dict, evaluated once, in _config."""
-        ctx = RunContext(load_data=self._load_data, stop=self.trial_stop, job=job)
-        if config.get("model") != "toy":
-            ctx.callbacks = make_callbacks(self.trial_stop, lambda e, row: self._epoch(job, e, row))
+    def _run_strix(self, domain: Any, job: dict, config: JobConfig) -> dict:
+        """Strix's objectives run on the trial config evaluated and validated in _config."""
+        ctx = RunContext(
+            on_epoch=lambda epoch, row: self._epoch(job, epoch, row),
+            load_data=self._load_data,
+            stop=self.trial_stop,
+            job=job,
+            weights_dir=self.cfg.weights_dir,
+        )
         with run_context(ctx):
-            return domain.fn(config)
+            return runner(domain.fn)(config)
 
     def _run_foreign(self, domain: Any, job: dict, spec: dict) -> dict:
         """An objective from an --allow-module package, called as hyperopt's worker would."""
@@ -230,7 +234,7 @@ class Worker:
             ctrl.attachments[name] = blob
         return result
 
-    def _evaluate_isolated(self, job: dict) -> tuple[str, Any]:
+    def _evaluate_isolated(self, job: dict) -> tuple[Outcome, Any]:
         """``--isolate``: the same evaluation in a fresh spawned process, killed on stop."""
         import multiprocessing as mp
 
@@ -247,9 +251,12 @@ class Worker:
                     proc.terminate()
                     proc.join(10)
                     return (
-                        ("stopped", None)
+                        (Outcome.STOPPED, None)
                         if self.trial_stop.is_set()
-                        else ("error", f"isolated trial process died with code {proc.exitcode}")
+                        else (
+                            Outcome.ERROR,
+                            f"isolated trial process died with code {proc.exitcode}",
+                        )
                     )
             return parent.recv()
         finally:
@@ -264,18 +271,18 @@ class Worker:
             proc.kill()
             proc.join(5)
 
-    def _record(self, job: dict, outcome: tuple[str, Any]) -> None:
+    def _record(self, job: dict, outcome: tuple[Outcome, Any]) -> None:
         kind, payload = outcome
         tid = job.get("tid")
         if self.lost:
             self._taken_over(job)
             return
-        if kind == "stopped":
+        if kind is Outcome.STOPPED:
             reason = payload or "worker stopped by signal"
             if self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace):
                 log.info("trial %s put back in the queue (%s)", tid, reason)
             return
-        if kind == "error":
+        if kind is Outcome.ERROR:
             result, error = {"status": "fail", "reason": payload}, payload
         else:
             result, error = payload, None
@@ -286,7 +293,7 @@ class Worker:
         if stored is None:
             return  # the store stayed down: the reaper requeues the trial
         self.jobs_run += 1
-        self.failures = self.failures + 1 if kind in ("error", "fail") else 0
+        self.failures = 0 if kind is Outcome.OK else self.failures + 1
         if error:
             log.error("trial %s marked ERROR: %s", tid, error)
         else:
@@ -328,8 +335,7 @@ class Worker:
             config = pyll.rec_eval(domain.expr, memo=domain.memo_from_config(spec))
         except Exception as e:
             raise JobError(f"trial spec cannot be evaluated: {type(e).__name__}: {e}") from None
-        parse_config(config)  # a garbled or other-version job fails here, before any work
-        return domain, spec, config
+        return domain, spec, parse_config(config)  # garbled or other-version jobs fail here
 
     def _load_data(self, spec: Any) -> Any:
         from shared.data import load

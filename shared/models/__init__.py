@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import keras
 
-from shared import defaults, spaces
+from shared import spaces
 from shared.errors import ConfigError
 from shared.models import acosta, baseline, convstrix, mobilenet, simplecnn, vggstrix
 
@@ -114,14 +113,14 @@ def with_resource(name: str, resource: str) -> ModelInfo:
 
 
 def default_weights(name: str, weights_dir: str | Path | None = None) -> str | None:
-    """What to pass as ``weights``: the model's file in ``weights_dir`` (else
-    ``$STRIX_WEIGHTS_DIR``) when it is there, else "imagenet" (a download); None for
-    models without a pretrained backbone. Offline GPU hosts only have the local file.
+    """What to pass as ``weights``: the model's file in ``weights_dir`` when it is there,
+    else "imagenet" (a download); None for models without a pretrained backbone. Offline
+    GPU hosts only have the local file.
     """
     info = get_model(name)
     if info.weights_file is None:
         return None
-    folder = weights_dir or os.environ.get(defaults.ENV_WEIGHTS_DIR)
+    folder = weights_dir
     if folder and (Path(folder) / info.weights_file).is_file():
         return str(Path(folder) / info.weights_file)
     return "imagenet"

@@ -29,7 +29,7 @@ from hyperopt.utils import temp_dir, working_dir
 
 from shared.domain import load_domain
 from shared.errors import JobError
-from shared.store.jobs import MongoJobs
+from shared.store.mongojobs import MongoJobs
 from shared.store.trials import MongoTrials
 
 log = logging.getLogger(__name__)

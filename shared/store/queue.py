@@ -16,13 +16,10 @@ from typing import Any
 import pymongo
 
 from shared.store.codec import encode
-from shared.store.jobs import (
-    JOB_STATE_DONE,
-    JOB_STATE_ERROR,
-    JOB_STATE_NEW,
-    JOB_STATE_RUNNING,
-    take,
-)
+from shared.store.reads import State
+
+JOB_STATE_NEW, JOB_STATE_RUNNING = int(State.NEW), int(State.RUNNING)
+JOB_STATE_DONE, JOB_STATE_ERROR = int(State.DONE), int(State.ERROR)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +28,19 @@ def utcnow() -> dt.datetime:
     """hyperopt's clock: naive UTC truncated to milliseconds, as stored by BSON."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def take(jobs: Any, owner: Any, query: dict, extra: dict | None = None) -> dict | None:
+    """Atomically turn the oldest job matching ``query`` into RUNNING for ``owner``:
+    the one reservation behind both hyperopt's ``reserve`` and Strix's."""
+    now = utcnow()
+    fields = {"owner": owner, "book_time": now, "refresh_time": now, "state": JOB_STATE_RUNNING}
+    return jobs.find_one_and_update(
+        query,
+        {"$set": encode({**fields, **(extra or {})}), "$inc": {"version": 1}},
+        sort=[("tid", pymongo.ASCENDING)],
+        return_document=pymongo.ReturnDocument.AFTER,
+    )
 
 
 def _queue_query(exp_key: str | None, resources: Iterable[str]) -> dict:
@@ -147,17 +157,6 @@ def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = Non
             log.warning("reaped trial %s: %s", doc.get("tid"), fields.get("error") or lost)
             reaped.append(int(doc.get("tid", -1)))
     return reaped
-
-
-def mark_error(jobs: Any, job: dict, reason: str) -> bool:
-    """End a job that cannot run (garbled spec, wrong version) so it never blocks the queue."""
-    update = {
-        "$set": {"state": JOB_STATE_ERROR, "error": ["strix", reason], "refresh_time": utcnow()},
-        "$inc": {"version": 1},
-    }
-    return (
-        jobs.update_one({"_id": job["_id"], "state": job.get("state")}, update).matched_count == 1
-    )
 
 
 def counts(jobs: Any, exp_key: str | None = None) -> dict[int, int]:

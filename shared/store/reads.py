@@ -13,16 +13,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import pymongo
-from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
 
 
 class State(enum.IntEnum):
-    """hyperopt's job states, by name."""
+    """hyperopt's job states (``hyperopt.base.JOB_STATE_*``), by name: the one place
+    their numbers are written down."""
 
-    NEW = JOB_STATE_NEW
-    RUNNING = JOB_STATE_RUNNING
-    DONE = JOB_STATE_DONE
-    ERROR = JOB_STATE_ERROR
+    NEW = 0
+    RUNNING = 1
+    DONE = 2
+    ERROR = 3
 
 
 OUTCOMES = ("queued", "running", "ok", "failed", "error")

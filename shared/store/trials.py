@@ -22,7 +22,7 @@ from hyperopt.base import JOB_STATES
 from shared import __version__
 from shared.errors import MissingAttachment, StoreError, StoreUsageError
 from shared.store.client import guard_methods, guarded
-from shared.store.jobs import MongoJobs
+from shared.store.mongojobs import MongoJobs
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def _target(db: Any) -> str:
     return f"MongoDB (db {getattr(db, 'name', '?')})"
 
 
-def put_model(db: Any, exp_key: str, name: str, blob: bytes, provenance: dict) -> Any:
+def store_model(db: Any, exp_key: str, name: str, blob: bytes, provenance: dict) -> Any:
     """Store one model version; returns its GridFS file id."""
     metadata = {
         "exp_key": exp_key,
@@ -53,7 +53,7 @@ def put_model(db: Any, exp_key: str, name: str, blob: bytes, provenance: dict) -
     return file_id
 
 
-def get_model(db: Any, exp_key: str, name: str = "final") -> tuple[bytes, dict]:
+def fetch_model(db: Any, exp_key: str, name: str = "final") -> tuple[bytes, dict]:
     """The newest stored version of a model: (bytes, metadata incl. provenance).
 
     Raises StoreError when the study has no such model, saying how to make one.
@@ -93,25 +93,4 @@ def latest_provenance(db: Any, exp_key: str, name: str = "final") -> dict | None
     return (docs[0].get("metadata") or {}).get("provenance")
 
 
-def list_models(db: Any, exp_key: str | None = None) -> list[dict]:
-    """One row per stored model version (newest first): file id, name, date, size."""
-    query = {} if exp_key is None else {"metadata.exp_key": exp_key}
-    with translated(_target(db)):
-        docs = db[f"{BUCKET}.files"].find(
-            query,
-            projection=["filename", "metadata", "uploadDate", "length"],
-            sort=[("uploadDate", pymongo.DESCENDING)],
-        )
-        return [
-            {
-                "file_id": d["_id"],
-                "exp_key": (d.get("metadata") or {}).get("exp_key"),
-                "name": (d.get("metadata") or {}).get("name"),
-                "uploaded": d.get("uploadDate"),
-                "size": d.get("length"),
-            }
-            for d in docs
-        ]
-
-
-__all__ = ["BUCKET", "get_model", "latest_provenance", "list_models", "model_filename", "put_model"]
+__all__ = ["BUCKET", "fetch_model", "latest_provenance", "model_filename", "store_model"]

@@ -18,7 +18,7 @@ import importlib.util
 import logging
 import math
 import numbers
-import time
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared import defaults
+from shared.callbacks import EpochRecorder, EpochSink, History, StopOnEvent, StopOnNonFinite
 from shared.data import Dataset
 from shared.errors import ConfigError, ModelError
 from shared.models import build_model
@@ -38,9 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_OPTIMIZER = "adam"
-NAN_CHECK_EVERY = 16  # batches; reading the loss forces a device sync, so not every batch
 
-OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
+OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {
     "adam": keras.optimizers.Adam,
     "adamax": keras.optimizers.Adamax,
     "nadam": keras.optimizers.Nadam,
@@ -48,8 +48,6 @@ OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": keras.optimizers.SGD,
 }
-
-History = dict[str, list[float | None]]
 
 
 @dataclass(frozen=True)
@@ -84,10 +82,10 @@ class Budget:
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """A fresh optimizer; the names are the ones the search spaces sample."""
-    cls = OPTIMIZERS.get(str(name).strip().lower())
+    cls = OPTIMIZER_CLASSES.get(str(name).strip().lower())
     if cls is None:
         raise ConfigError(
-            f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)} "
+            f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZER_CLASSES)} "
             "(fix the search space or the params)."
         )
     try:
@@ -110,6 +108,7 @@ def train(
     early_stopping: bool,
     validation: bool,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    recorder: EpochRecorder | None = None,
     seed: int | None = None,
     deterministic: bool = False,
     weights: str | None = None,
@@ -136,15 +135,16 @@ def train(
     val_batches = (
         _Batches(data.x_val, data.y_val, batch_size, shuffle=False) if validation else None
     )
-    fitted = model.fit(
+    recorder = recorder or EpochRecorder()
+    model.fit(
         train_batches,
         validation_data=val_batches,
         epochs=int(epochs),
         shuffle=False,  # _Batches shuffles itself, reproducibly from ``seed``
-        callbacks=_callbacks(callbacks, early_stopping, patience, tb_dir),
+        callbacks=_callbacks([recorder, *callbacks], early_stopping, patience, tb_dir),
         verbose=verbose,
     )
-    return model, _plain_history(fitted.history)
+    return model, recorder.history
 
 
 def run_trial(
@@ -154,14 +154,22 @@ def run_trial(
     data: Dataset,
     budget: Budget = Budget(),  # frozen, so one shared default is safe
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_epoch: EpochSink | None = None,
+    stop: threading.Event | None = None,
     seed: int | None = None,
     deterministic: bool = False,
     weights: str | None = None,
     tb_dir: str | None = None,
     verbose: int = 0,
 ) -> dict[str, Any]:
-    """One hyperopt evaluation; returns a JSON/BSON-safe result dict and never the model."""
-    recorder = _Recorder()
+    """One hyperopt evaluation; returns a result dict and never the model.
+
+    ``on_epoch`` receives every finished epoch (the worker's live metrics); ``stop`` ends
+    training at the next batch once set.
+    """
+    recorder = EpochRecorder(on_epoch)
+    if stop is not None:
+        callbacks = [StopOnEvent(stop), *callbacks]
     base: dict[str, Any] = {"model": model_name, "image_size": int(data.spec.image_size)}
     model = None
     try:
@@ -172,7 +180,8 @@ def run_trial(
             epochs=budget.max_epochs,
             early_stopping=True,
             validation=True,
-            callbacks=[recorder, *callbacks],
+            callbacks=callbacks,
+            recorder=recorder,
             seed=seed,
             deterministic=deterministic,
             weights=weights,
@@ -245,52 +254,8 @@ class _Batches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
-class _StopOnNonFinite(keras.callbacks.Callback):
-    """TerminateOnNaN that also watches validation loss and syncs only every few batches."""
-
-    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        if batch % NAN_CHECK_EVERY == 0:
-            self._check(logs, ("loss",))
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self._check(logs, ("loss", "val_loss"))
-
-    def _check(self, logs: Mapping[str, Any] | None, keys: Sequence[str]) -> None:
-        for key in keys:
-            value = (logs or {}).get(key)
-            if value is not None and not math.isfinite(float(value)):
-                self.model.stop_training = True
-
-
-class _Recorder(keras.callbacks.Callback):
-    """Keeps history and timing outside ``fit`` so a failed trial still reports them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: History = {}
-        self.params_count: int | None = None
-        self.started: float | None = None
-
-    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self.started = time.perf_counter()
-        self.params_count = int(self.model.count_params())
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        for key, value in (logs or {}).items():
-            self.history.setdefault(str(key), []).append(_plain(value))
-
-    def partial(self) -> dict[str, Any]:
-        elapsed = 0.0 if self.started is None else time.perf_counter() - self.started
-        return {
-            "epochs": len(self.history.get("loss", [])),
-            "history": self.history,
-            "train_seconds": float(elapsed),
-            "params_count": self.params_count,
-        }
-
-
 def _summarise(
-    base: dict[str, Any], recorder: _Recorder, params: Mapping[str, Any], budget: Budget
+    base: dict[str, Any], recorder: EpochRecorder, params: Mapping[str, Any], budget: Budget
 ) -> dict[str, Any]:
     history = recorder.history
     reason = diverged(history)
@@ -304,7 +269,7 @@ def _summarise(
     val_accuracy = history.get("val_accuracy", [None] * len(val_loss))[best]
     if val_accuracy is None:
         return _fail(base, recorder, "val_accuracy was not reported for the best epoch")
-    partial = recorder.partial()
+    partial = recorder.summary()
     return {
         **base,
         **partial,
@@ -318,8 +283,8 @@ def _summarise(
     }
 
 
-def _fail(base: dict[str, Any], recorder: _Recorder, reason: str) -> dict[str, Any]:
-    return {**base, **recorder.partial(), "status": "fail", "loss": None, "reason": reason}
+def _fail(base: dict[str, Any], recorder: EpochRecorder, reason: str) -> dict[str, Any]:
+    return {**base, **recorder.summary(), "status": "fail", "loss": None, "reason": reason}
 
 
 def _build(
@@ -347,7 +312,7 @@ def _callbacks(
     tb_dir: str | None,
 ) -> list[keras.callbacks.Callback]:
     # Order matters: EarlyStopping snapshots weights before callers' callbacks see the epoch.
-    out: list[keras.callbacks.Callback] = [_StopOnNonFinite()]
+    out: list[keras.callbacks.Callback] = [StopOnNonFinite()]
     if early_stopping:
         out.append(
             keras.callbacks.EarlyStopping(
@@ -389,19 +354,6 @@ def _batch_size(value: Any) -> int:
     if not ok or value != int(value) or int(value) < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {value!r}; e.g. 32.")
     return int(value)
-
-
-def _plain(value: Any) -> float | None:
-    """A JSON/BSON-safe float: numpy scalars become floats, NaN and inf become None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _plain_history(history: Mapping[str, Sequence[Any]]) -> History:
-    return {str(key): [_plain(v) for v in values] for key, values in history.items()}
 
 
 def _is_oom(exc: BaseException) -> bool:

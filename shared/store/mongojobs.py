@@ -18,11 +18,11 @@ import pymongo
 import pymongo.errors
 from hyperopt import mongoexp
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
-from hyperopt.utils import coarse_utcnow
 
 from shared.errors import StoreError, StoreUsageError
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target, translated
 from shared.store.codec import encode, with_codec
+from shared.store.queue import take
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,6 @@ class ScopedGridFS:
 
     def list(self) -> list[str]:
         return sorted({n.split(_SEP)[0] for n in self.fs.list()})
-
-
-def take(jobs: Any, owner: Any, query: dict, extra: dict | None = None) -> dict | None:
-    """Atomically turn the oldest job matching ``query`` into RUNNING for ``owner``."""
-    now = coarse_utcnow()
-    fields = {"owner": owner, "book_time": now, "refresh_time": now, "state": JOB_STATE_RUNNING}
-    return jobs.find_one_and_update(
-        query,
-        {"$set": encode({**fields, **(extra or {})}), "$inc": {"version": 1}},
-        sort=[("tid", pymongo.ASCENDING)],
-        return_document=pymongo.ReturnDocument.AFTER,
-    )
 
 
 @guard_methods

@@ -1,0 +1,201 @@
+"""``Store``: the one connection object the worker and the coordinator use.
+
+It needs pymongo only: hyperopt's classes (``handle``, ``trials``) are imported on first
+use, so commands that only read a study start without hyperopt, scipy or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pymongo
+
+from shared.errors import StoreAuthError
+from shared.store import leases, queue, reads
+from shared.store.client import MongoTarget, guard_methods, make_client, parse_target
+from shared.store.codec import encode, with_codec
+from shared.store.reads import State
+
+log = logging.getLogger(__name__)
+
+
+@guard_methods
+class Store:
+    """One connection to one Strix database, with every operation Strix needs on it."""
+
+    def __init__(self, url: str, db: str | None = None, *, timeout_ms: int | None = None):
+        self.target: MongoTarget = parse_target(url, db)
+        self.client = make_client(self.target, timeout_ms)
+        self.db = with_codec(self.client[self.target.db])
+        self.jobs = self.db[self.target.collection]
+        self.gpus = self.db["gpus"]
+        self.metrics = self.db["metrics"]
+        self._handle: Any = None
+
+    def __repr__(self) -> str:
+        return f"Store({self.target.redacted})"
+
+    @property
+    def handle(self) -> Any:
+        """hyperopt's ``MongoJobs`` on this connection (imports hyperopt on first use)."""
+        if self._handle is None:
+            from shared.store.mongojobs import MongoJobs
+
+            self._handle = MongoJobs(
+                self.db, self.target.collection, None, self.client, target=self.target
+            )
+        return self._handle
+
+    def ping(self) -> None:
+        """Fail fast, with a clear one-line reason, when the server is down or refuses us."""
+        self.client.admin.command("ping")
+        self.jobs.find_one({}, projection=["_id"])
+
+    def create_indexes(self) -> None:
+        self.handle.create_indexes()
+        self.metrics.create_index([("exp_key", 1), ("tid", 1), ("epoch", 1)])
+        self.gpus.create_index("host")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def trials(
+        self,
+        exp_key: str | None,
+        *,
+        resource: str = "light",
+        meta: dict | None = None,
+        refresh: bool = True,
+    ) -> Any:
+        """hyperopt's ``MongoTrials`` for one study, stamping Strix's resource and meta."""
+        from shared.store.trials import MongoTrials
+
+        return MongoTrials(self.handle, exp_key, refresh=refresh, resource=resource, meta=meta)
+
+    # --- the job protocol (see shared.store.queue) ------------------------------------
+    def peek_resource(self, exp_key: str | None, resources: list[str]) -> str | None:
+        return queue.peek_resource(self.jobs, exp_key, resources)
+
+    def reserve(self, owner: str, exp_key: str | None, resources: list[str]) -> dict | None:
+        return queue.reserve(self.jobs, owner, exp_key, resources)
+
+    def heartbeat(self, job: dict, owner: str, extra: dict | None = None) -> bool:
+        return queue.heartbeat(self.jobs, job, owner, extra)
+
+    def set_fields(self, job: dict, owner: str, fields: dict) -> bool:
+        return queue.set_fields(self.jobs, job, owner, fields)
+
+    def finish(self, job: dict, owner: str, result: dict, error: str | None = None) -> bool:
+        return queue.finish(self.jobs, job, owner, result, error)
+
+    def requeue(self, job: dict, owner: str, reason: str) -> bool:
+        return queue.requeue(self.jobs, job, owner, reason)
+
+    def owner(self, job: dict) -> str | None:
+        """Who holds the job now (None when it is queued or gone)."""
+        doc = self.jobs.find_one({"_id": job["_id"]}, projection=["owner"])
+        return None if doc is None else doc.get("owner")
+
+    def ctrl(self, job: dict) -> Any:
+        """hyperopt's ``Ctrl`` for a running job (trial attachments, checkpoints)."""
+        from hyperopt.mongoexp import MongoCtrl
+
+        trials = self.trials(job.get("exp_key"), refresh=False)
+        return MongoCtrl(trials=trials, current_trial=job, read_only=False)
+
+    def reap(self, grace_s: float, max_attempts: int, exp_key: str | None = None) -> list[int]:
+        return queue.reap(self.jobs, grace_s, max_attempts, exp_key)
+
+    def counts(self, exp_key: str | None = None) -> dict[str, int]:
+        return {s.name.lower(): n for s, n in reads.counts(self.jobs, exp_key).items()}
+
+    def tally(self, exp_key: str | None = None) -> dict[str, int]:
+        return reads.tally(self.jobs, exp_key)
+
+    # --- the typed read API (see shared.store.reads) ------------------------------------
+    def best(self, exp_key: str, n: int = 1, fields: list[str] | None = None) -> list[dict]:
+        return reads.best(self.jobs, exp_key, n, fields)
+
+    def trials_in(
+        self,
+        exp_key: str | None,
+        states: list[State] | None = None,
+        fields: list[str] | None = None,
+        **narrow: Any,
+    ) -> list[dict]:
+        """Trial documents of a study (see :func:`shared.store.reads.trials`)."""
+        return reads.trials(self.jobs, exp_key, states, fields, **narrow)
+
+    def count(self, exp_key: str | None, **narrow: Any) -> int:
+        return reads.count(self.jobs, exp_key, **narrow)
+
+    def history(self, exp_key: str, tid: int) -> list[dict]:
+        return reads.history(self.metrics, exp_key, tid)
+
+    def studies(self) -> list[str]:
+        return reads.studies(self.jobs)
+
+    def attachment(self, name: str, exp_key: str | None) -> bytes:
+        from shared.store.trials import Attachments
+
+        return Attachments(self.handle, exp_key)[name]
+
+    # --- GPU slots and leases (see shared.store.leases) --------------------------------
+    def register_gpus(self, host: str, indices: list[int], capacity: int) -> None:
+        leases.ensure_gpus(self.gpus, host, indices, capacity)
+
+    def claim_slot(
+        self, host: str, indices: list[int], worker: str, ttl: float, forced: int | None = None
+    ) -> int:
+        return leases.claim_slot(self.gpus, host, indices, worker, ttl, forced)
+
+    def acquire(
+        self, host: str, index: int, holder: str, units: int, capacity: int, ttl: float
+    ) -> bool:
+        return leases.acquire(self.gpus, leases.gpu_id(host, index), holder, units, capacity, ttl)
+
+    def renew(self, host: str, index: int, worker: str, holder: str | None, ttl: float) -> None:
+        leases.renew(self.gpus, leases.gpu_id(host, index), worker, holder, ttl)
+
+    def release(self, host: str, index: int, holder: str) -> None:
+        leases.release(self.gpus, leases.gpu_id(host, index), holder)
+
+    def gpu_usage(self, host: str, index: int) -> int:
+        doc = self.gpus.find_one({"_id": leases.gpu_id(host, index)})
+        return 0 if doc is None else leases.used_units(doc)
+
+    # --- live metrics and queries --------------------------------------------------------
+    def add_metric(self, row: dict) -> None:
+        self.metrics.insert_one(encode(row))
+
+    def find_jobs(
+        self, query: dict, projection: Any = None, sort: Any = None, limit: int = 0
+    ) -> list[dict]:
+        cursor = self.jobs.find(query, projection=projection, limit=limit)
+        if sort:
+            cursor = cursor.sort(sort)
+        return list(cursor)
+
+    def find_metrics(self, query: dict, sort: Any = None) -> list[dict]:
+        return list(self.metrics.find(query, sort=sort or [("epoch", pymongo.ASCENDING)]))
+
+    def exp_keys(self) -> list[str]:
+        return sorted(k for k in self.jobs.distinct("exp_key") if k is not None)
+
+
+def connect(
+    url: str, db: str | None = None, *, timeout_ms: int | None = None, check: bool = True
+) -> Store:
+    """Open a store and, unless ``check=False``, prove the server answers and accepts us."""
+    store = Store(url, db, timeout_ms=timeout_ms)
+    if check:
+        try:
+            store.ping()
+        except (KeyError, TypeError):
+            # pymongo's SCRAM handshake breaks on servers without auth (nx-27017)
+            raise StoreAuthError(
+                f"MongoDB at {store.target.redacted} does not support authentication (the "
+                "embedded nx-27017 has none); remove user:password from the URI for it"
+            ) from None
+    return store
