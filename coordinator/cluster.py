@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from shared import defaults
 from shared.errors import ConfigError, StrixError
+from shared.store import redact
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ USER_ENV = "MONGO_ROOT_USER"
 PASSWORD_ENV = "MONGO_ROOT_PASSWORD"
 MAX_PER_GPU = 64
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_USERINFO = re.compile(r"(mongodb(?:\+srv)?://[^:@/\s]*:)[^@/\s]*@")
 _MONGO_PING = "quit(db.adminCommand('ping').ok ? 0 : 1)"
 _SECOND_NS = 1_000_000_000
 _HEALTH_TIMING = {"interval": 10, "timeout": 5, "retries": 6, "start_period": 30}
@@ -57,11 +57,6 @@ examples:
 
 class EngineUnavailable(StrixError):
     """No Docker engine answered; nothing was changed."""
-
-
-def redact(text: str) -> str:
-    """Hide the password of every MongoDB URI in ``text``."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True, repr=False)
