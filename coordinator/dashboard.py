@@ -1,0 +1,196 @@
+"""``strix dashboard``: optuna-dashboard on Strix's studies, live and read-only.
+
+People who tune models expect a live page: the history of the objective, parallel
+coordinates, parameter importance, per-epoch curves. optuna-dashboard draws all of that
+from any Optuna storage, so this command serves it over
+:class:`coordinator.optuna_storage.StrixStorage`, a read-only view of the store. Every
+page polls the server; the storage re-reads MongoDB at most once per ``--ttl`` seconds,
+however many pages are open.
+
+Safe by default: it binds 127.0.0.1; another address needs ``--host`` and prints a
+warning, because the page has no authentication. Anything but GET/HEAD is refused before
+it reaches the storage (and the storage refuses writes too). The MongoDB URI is printed
+only redacted and never reaches the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shared import defaults
+from shared.errors import ConfigError, StrixError
+
+log = logging.getLogger(__name__)
+
+ENV_HOST = "STRIX_DASHBOARD_HOST"
+ENV_PORT = "STRIX_DASHBOARD_PORT"
+HOST = "127.0.0.1"
+PORT = 8080
+TTL_S = 2.0
+READ_ONLY = "the Strix dashboard is read-only: studies change only through Strix itself"
+
+EXAMPLES = """
+examples:
+  # every study of the embedded/default MongoDB, on http://127.0.0.1:8080/dashboard
+  python -m coordinator.dashboard
+  # a cluster's database, on another port
+  strix dashboard --mongo mongodb://strix:***@db:27017/?authSource=admin --port 8081
+  # from your laptop, through an SSH tunnel to the head node (nothing else exposed)
+  ssh -L 8080:127.0.0.1:8080 head-node   # then open http://127.0.0.1:8080 locally
+  # every interface of this machine: no authentication, trusted networks only
+  strix dashboard --host 0.0.0.0
+"""
+
+WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="strix dashboard",
+        description="Serve optuna-dashboard over Strix's studies: live, read-only.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a = p.add_argument
+    a("--mongo", help=f"MongoDB URI (env {defaults.ENV_MONGO}, default {defaults.MONGO_URL})")
+    a("--db", help=f"database, overriding the URI's (env {defaults.ENV_DB}; {defaults.DB_HELP})")
+    a("--host", help=f"address to bind (env {ENV_HOST}, default {HOST}: this machine only)")
+    a("--port", type=int, help=f"port (env {ENV_PORT}, default {PORT}; 0 picks a free one)")
+    a("--ttl", type=float, default=TTL_S, help=f"seconds reads are cached (default {TTL_S:g})")
+    a(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="also read search spaces whose objective lives in this installed package",
+    )
+    a("-v", "--verbose", action="store_true", help="debug logging (every HTTP request)")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> tuple[str, int]:
+    """(host, port) by Strix's priority: flag, environment, default."""
+    host = str(defaults.setting(args.host, ENV_HOST, HOST))
+    raw = defaults.setting(args.port, ENV_PORT, PORT)
+    try:
+        port = int(str(raw))
+    except ValueError:
+        raise ConfigError(f"port {raw!r} is not a number; expected 0..65535") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is out of range; expected 0..65535 (0: any free)")
+    if args.ttl <= 0:
+        raise ConfigError(f"--ttl must be a positive number of seconds, got {args.ttl:g}")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def read_only(app: WSGIApp) -> WSGIApp:
+    """Refuse every method that could write (create, rename, delete, notes, tell)."""
+
+    def guarded(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD"):
+            return app(environ, start_response)
+        body = json.dumps({"reason": READ_ONLY}).encode()
+        headers = [("Content-Type", "application/json"), ("Allow", "GET, HEAD")]
+        start_response("405 Method Not Allowed", [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    return guarded
+
+
+def make_server(storage: Any, host: str, port: int) -> Any:
+    """A threaded WSGI server (a page fetches several things at once) on host:port."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+    from wsgiref.simple_server import make_server as wsgiref_server
+
+    import optuna_dashboard
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Handler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+    app = read_only(optuna_dashboard.wsgi(storage))
+    try:
+        return wsgiref_server(host, port, app, server_class=Server, handler_class=Handler)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port/--host"
+        ) from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    from coordinator.optuna_storage import StrixStorage
+    from coordinator.results import open_store
+
+    host, port = resolve(args)
+    if not is_loopback(host):
+        print(
+            f"dashboard: warning: listening on {host}: the page has no authentication; anyone "
+            "who can reach this port can read every study (prefer an SSH tunnel)",
+            file=sys.stderr,
+        )
+    store = open_store(args)
+    try:
+        storage = StrixStorage(store, ttl_s=args.ttl, allow_modules=args.allow_module)
+        n = len(storage.get_all_studies())  # fails here, in one line, if MongoDB is not there
+        server = make_server(storage, host, port)
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{server.server_port}/dashboard"
+        print(f"dashboard: {n} studies in {store.target.redacted}; open {url} (Ctrl-C to stop)")
+        sys.stdout.flush()
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+    finally:
+        store.close()
+    return 0
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # docker stop / kill: leave like Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        return serve(args)
+    except StrixError as e:
+        print(f"dashboard: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # stdout closed by the reader
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
