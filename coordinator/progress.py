@@ -29,11 +29,13 @@ def best_text(best: Mapping[str, Any] | None) -> str:
     return f"loss {result.get('loss'):.4g}"
 
 
-def status_line(exp_key: str, done: int, total: int, tally: Mapping[str, int], best: str) -> str:
+def status_line(
+    exp_key: str, done: int, total: int, tally: Mapping[str, int], best: str, reasons: str = ""
+) -> str:
     """One line with every outcome apart: ``ok``, ``failed`` and ``error`` are never summed."""
     parts = [f"{exp_key}: {done}/{total} trials", f"best {best}"]
     parts += [f"{k} {tally[k]}" for k in ("ok", "failed", "error", "running", "queued")]
-    return ", ".join(parts)
+    return ", ".join(parts) + (f" (failed: {reasons})" if reasons else "")
 
 
 class Progress:
@@ -49,12 +51,13 @@ class Progress:
         self._last_line = time.monotonic()
         self._line = ""
 
-    def update(self, tally: Mapping[str, int], best: str) -> None:
+    def update(self, tally: Mapping[str, int], best: str, reasons: str = "") -> None:
         done = min(tally["ok"] + tally["failed"] + tally["error"], self.total)
-        self._line = status_line(self.exp_key, done, self.total, tally, best)
+        self._line = status_line(self.exp_key, done, self.total, tally, best, reasons)
         if self.bar is not None:
             self.bar.n = done
-            post = {"best": best, "failed": tally["failed"] + tally["error"]}
+            failed = tally["failed"] + tally["error"]
+            post = {"best": best, "failed": f"{failed} ({reasons[:40]})" if reasons else failed}
             post |= {"running": tally["running"], "queued": tally["queued"]}
             self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()

@@ -9,30 +9,34 @@ every epoch). ``--watch`` redraws that view until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import atexit
 import csv
 import datetime as dt
 import io
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from typing import Any
 
-from coordinator.summary import format_table, top_trials
-from shared import defaults
-from shared.defaults import DB_HELP, setting
+from coordinator.stores import open_store, store_location
+from coordinator.summary import (
+    common_reasons,
+    failed_trials,
+    format_table,
+    reasons_text,
+    top_trials,
+)
+from shared import cli, settings
 from shared.errors import ConfigError, StrixError
-from shared.store import JOB_STATE_DONE, JOB_STATE_RUNNING, Store, connect
+from shared.store import State, Store
 
 log = logging.getLogger("coordinator.results")
 
 FORMATS = ("table", "json", "csv")
 CLEAR = "\033[2J\033[H"
-COUNT_KEYS = ("new", "running", "done", "failed", "error", "requeued", "total")
+COUNT_KEYS = ("queued", "running", "ok", "failed", "error", "requeued", "total")
+STATES = ("ok", "failed", "running")
 OVERVIEW_KEYS = ("exp_key", "model", *COUNT_KEYS, "best_val_accuracy", "best_tid")
 
 EXAMPLES = """
@@ -47,6 +51,8 @@ examples:
   python -m coordinator.results --exp-key convstrix-128px --exp-key vggstrix-128px
   # a live view, redrawn every 5 s until Ctrl-C
   python -m coordinator.results --exp-key convstrix-128px --watch 5
+  # the failed trials, each with the reason its worker recorded
+  strix results --exp-key convstrix-128px --state failed
   # the 50 best trials as CSV for a spreadsheet
   strix-results --exp-key convstrix-128px --top 50 --format csv > trials.csv
 """
@@ -77,40 +83,22 @@ def as_epoch(value: Any) -> float | None:
 
 
 def study_counts(store: Store, exp_key: str) -> dict[str, int]:
-    """Counts by state; ``done`` excludes finished-but-failed trials, which are ``failed``.
-
-    ``new + running + done + failed + error == total``; ``requeued`` counts trials that were
-    put back in the queue at least once (by a stopping worker or the reaper) whatever their
-    state is now, so it overlaps the others.
+    """Trials by outcome, counted by the server: ``ok``, ``failed`` (a result with status
+    fail) and ``error`` apart. ``queued + running + ok + failed + error == total``;
+    ``requeued`` counts trials put back in the queue at least once (by a stopping worker
+    or the reaper) whatever their state is now, so it overlaps the others.
     """
-    raw = store.counts(exp_key)
-    failed_query = {"exp_key": exp_key, "state": JOB_STATE_DONE, "result.status": "fail"}
-    failed = len(store.find_jobs(failed_query, projection=["_id"]))
-    requeued_query = {
-        "exp_key": exp_key,
-        "$or": [{"requeues": {"$gt": 0}}, {"attempts": {"$gt": 0}}],
-    }
-    requeued = len(store.find_jobs(requeued_query, projection=["_id"]))
-    counts = {
-        "new": raw["new"],
-        "running": raw["running"],
-        "done": raw["done"] - failed,
-        "failed": failed,
-        "error": raw["error"],
-        "requeued": requeued,
-    }
-    counts["total"] = sum(raw.values())
+    counts = store.tally(exp_key)
+    counts["total"] = sum(counts.values())
+    counts["requeued"] = store.count(exp_key, requeued=True)
     return counts
 
 
 def running_trials(store: Store, exp_key: str, now: float | None = None) -> list[dict]:
     """What every running trial is doing: worker, epoch reached, time since it started."""
     now = time.time() if now is None else now
-    docs = store.find_jobs(
-        {"exp_key": exp_key, "state": JOB_STATE_RUNNING},
-        projection=["tid", "worker", "owner", "progress", "spec", "started", "book_time"],
-        sort=[("tid", 1)],
-    )
+    fields = ["worker", "owner", "progress", "spec", "started", "book_time"]
+    docs = store.trials_in(exp_key, [State.RUNNING], fields)
     rows = []
     for doc in docs:
         worker, progress = doc.get("worker") or {}, doc.get("progress") or {}
@@ -131,7 +119,7 @@ def running_trials(store: Store, exp_key: str, now: float | None = None) -> list
 
 
 def study_model(store: Store, exp_key: str) -> str | None:
-    docs = store.find_jobs({"exp_key": exp_key}, projection=["strix", "spec"], limit=1)
+    docs = store.trials_in(exp_key, fields=["strix", "spec"], limit=1)
     if not docs:
         return None
     doc = docs[0]
@@ -142,7 +130,7 @@ def study_status(store: Store, exp_key: str, top: int = 10) -> dict:
     """Everything ``results`` shows for one study, as one JSON-safe dict."""
     counts = study_counts(store, exp_key)
     if counts["total"] == 0:
-        known = store.exp_keys()
+        known = store.studies()
         raise ConfigError(
             f"study {exp_key!r} has no trials in {store.target.redacted}; known studies: "
             f"{', '.join(known) or 'none'} (check --exp-key, --mongo and --db)"
@@ -153,6 +141,7 @@ def study_status(store: Store, exp_key: str, top: int = 10) -> dict:
         "counts": counts,
         "top": top_trials(store, exp_key, top),
         "running": running_trials(store, exp_key),
+        "failed": failed_trials(store, exp_key) if counts["failed"] + counts["error"] else [],
     }
 
 
@@ -184,7 +173,24 @@ def render_status(status: dict) -> str:
     parts = [head, "", f"top {len(status['top'])} trials:", format_table(status["top"])]
     if status["running"]:
         parts += ["", "running:", format_table(status["running"])]
+    if status["failed"]:
+        reasons = reasons_text(common_reasons(status["failed"]))
+        parts += ["", f"failed: {len(status['failed'])} ({reasons}); see --state failed"]
     return "\n".join(parts)
+
+
+def render_state(status: dict, state: str, fmt: str) -> str:
+    """``--state``: only the study's ok, failed or running trials, one row each."""
+    rows = {"ok": status["top"], "failed": status["failed"], "running": status["running"]}[state]
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str)
+    if fmt == "csv":
+        return _csv(rows) if rows else "tid"
+    if not rows:
+        return f"(no {state} trials)"
+    if state == "failed":
+        return "\n".join(f"trial {r['tid']}: {r['reason']}" for r in rows)
+    return format_table(rows)
 
 
 def _csv(rows: list[dict]) -> str:
@@ -197,16 +203,18 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def render(store: Store, exp_keys: list[str], fmt: str, top: int) -> str:
+def render(store: Store, exp_keys: list[str], fmt: str, top: int, state: str | None = None) -> str:
     """One study: its full status; none or several: one line per study."""
     if len(exp_keys) == 1:
         status = study_status(store, exp_keys[0], top)
+        if state is not None:
+            return render_state(status, state, fmt)
         if fmt == "json":
             return json.dumps(status, indent=2, default=str)
         if fmt == "csv":  # the top trials, one row each, params as columns
             return _csv(status["top"]) if status["top"] else ",".join(("tid", "val_accuracy"))
         return render_status(status)
-    keys = exp_keys or store.exp_keys()
+    keys = exp_keys or store.studies()
     rows = overview(store, keys)
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
@@ -242,28 +250,32 @@ def watch(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m coordinator.results",
-        description="Show a Strix study from MongoDB: counts, best trials, running trials.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = cli.new_parser(
+        "strix results",
+        "Show a Strix study from MongoDB: counts, best, failed and running trials.",
+        EXAMPLES,
+        store=True,
     )
     a = p.add_argument
     a("--exp-key", action="append", default=[], help="study name; repeat for several studies")
-    add_store_args(p)
-    a("--top", type=int, default=10, help="how many of the best trials to list (default 10)")
-    a("--format", choices=FORMATS, default="table", help="table (default), json or csv")
+    a("--top", type=int, default=10, help="how many of the best trials to list")
+    a("--format", choices=FORMATS, default="table", help="output format")
+    a("--state", choices=STATES, help="list only this study's ok, failed or running trials")
     a(
         "--watch",
         nargs="?",
         type=float,
         const=5.0,
         metavar="SECONDS",
-        help="redraw every SECONDS (default 5) until Ctrl-C",
+        help="redraw every SECONDS (5 when given alone) until Ctrl-C",
     )
     a("--watch-count", type=int, help=argparse.SUPPRESS)  # stop after N redraws (tests)
-    a("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    """--mongo and --db (for commands not yet on shared.cli.new_parser)."""
+    settings.add(p, "mongo", "db")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -273,38 +285,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--watch needs a positive number of seconds, got {args.watch:g}")
     if args.watch_count is not None and args.watch_count < 1:
         raise ConfigError(f"--watch-count must be >= 1, got {args.watch_count}")
-
-
-def add_store_args(p: argparse.ArgumentParser) -> None:
-    """--mongo and --db, shared by results, final and report."""
-    p.add_argument(
-        "--mongo", help=f"MongoDB URI (env {defaults.ENV_MONGO}, default {defaults.MONGO_URL})"
-    )
-    p.add_argument(
-        "--db", help=f"database, overriding the URI's (env {defaults.ENV_DB}; default: {DB_HELP})"
-    )
-
-
-def store_location(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(URI, database) by Strix's priority: flag, then environment; None means unset."""
-    url = setting(args.mongo, defaults.ENV_MONGO, None)
-    return url, setting(args.db, defaults.ENV_DB, None)  # type: ignore[return-value]
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    """Connect to the store the flags name, or to the embedded default.
-
-    After ``launch`` on the embedded default, its server is gone; this starts it again
-    on the same data (``$STRIX_HOME/mongo``) for as long as the command runs.
-    """
-    url, db = store_location(args)
-    if url is None:
-        from coordinator.local import embedded_or_running
-
-        stack = ExitStack()
-        atexit.register(stack.close)
-        url = embedded_or_running(defaults.strix_home(), stack)
-    return connect(url, db)
+    if args.state is not None and len(args.exp_key) != 1:
+        raise ConfigError("--state shows one study: give exactly one --exp-key")
+    store_location(args)  # a bad --mongo/--db/environment fails before any connection
 
 
 def run(args: argparse.Namespace) -> int:
@@ -312,31 +295,18 @@ def run(args: argparse.Namespace) -> int:
     keys = list(dict.fromkeys(args.exp_key))
     store = open_store(args)
     try:
+        show = lambda: render(store, keys, args.format, args.top, args.state)  # noqa: E731
         if args.watch is None:
-            print(render(store, keys, args.format, args.top))
+            print(show())
         else:
-            watch(lambda: render(store, keys, args.format, args.top), args.watch, args.watch_count)
+            watch(show, args.watch, args.watch_count)
     finally:
         store.close()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return run(args)
-    except StrixError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `... | head`: the reader has all it wanted
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
-        return 0
+    return cli.main("strix results", build_parser, run, argv, level=logging.WARNING)
 
 
 if __name__ == "__main__":

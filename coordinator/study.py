@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from coordinator.progress import Progress, best_text
+from coordinator.summary import common_reasons, failed_trials, reasons_text
 from shared.errors import ConfigError, StoreUnavailable
 from shared.store import State, Store
 
@@ -139,7 +140,8 @@ def run(
             try:
                 study.store.reap(grace, max_attempts)
                 tally = study.store.tally(study.exp_key)
-                view.update(tally, best_text(next(iter(study.store.best(study.exp_key)), None)))
+                best = best_text(next(iter(study.store.best(study.exp_key)), None))
+                view.update(tally, best, _reasons(study.store, study.exp_key, tally))
             except StoreUnavailable as e:  # keep watching: workers and poster ride it out too
                 log.warning("store unavailable (%s); retrying", e)
                 continue
@@ -173,3 +175,24 @@ class IdleWarning:
                 tally["queued"],
                 now - self.idle_since,
             )
+
+
+def _reasons(store: Store, exp_key: str, tally: dict[str, int], n: int = 1) -> str:
+    """The most common failure reasons, read only when something failed."""
+    if not tally["failed"] + tally["error"]:
+        return ""
+    return reasons_text(common_reasons(failed_trials(store, exp_key), n, width=70))
+
+
+def closing_text(store: Store, exp_key: str) -> str:
+    """The study's last word: best, every outcome apart, and why trials failed."""
+    tally = store.tally(exp_key)
+    best = best_text(next(iter(store.best(exp_key)), None))
+    line = f"study {exp_key} finished: best {best}; " + ", ".join(
+        f"{tally[k]} {k}" for k in ("ok", "failed", "error", "running", "queued")
+    )
+    reasons = _reasons(store, exp_key, tally, n=3)
+    if reasons:
+        line += f"\nfailed trials: {reasons}\n(all of them: strix results --exp-key {exp_key} "
+        line += "--state failed)"
+    return line

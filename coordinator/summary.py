@@ -1,10 +1,13 @@
-"""Plain-text summaries of a study: the top-trials table printed by launch and results."""
+"""Plain-text summaries of a study: the top-trials table, the failure reasons."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from shared.store import JOB_STATE_DONE, Store
+from shared.store import State, Store
+
+TRIAL_FIELDS = ["tid", "result", "spec", "worker", "started", "ended", "error"]
 
 
 def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
@@ -18,13 +21,32 @@ def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def top_trials(store: Store, exp_key: str, n: int = 10) -> list[dict]:
-    """The ``n`` best finished trials, best first, as flat rows."""
-    docs = store.find_jobs(
-        {"exp_key": exp_key, "state": JOB_STATE_DONE, "result.status": "ok"},
-        projection=["tid", "result", "spec", "worker", "started", "ended"],
-    )
-    docs.sort(key=lambda d: d["result"].get("loss", float("inf")))
-    return [trial_row(d) for d in docs[:n]]
+    """The ``n`` best finished trials, best first, as flat rows (sorted by the server)."""
+    return [trial_row(d) for d in store.best(exp_key, n, TRIAL_FIELDS)]
+
+
+def failed_trials(store: Store, exp_key: str) -> list[dict]:
+    """Every trial that failed (a result with status fail) or errored, with its reason."""
+    docs = store.trials_in(exp_key, [State.DONE], TRIAL_FIELDS, outcome="failed")
+    docs += store.trials_in(exp_key, [State.ERROR], TRIAL_FIELDS)
+    return [{**trial_row(d), "reason": reason_of(d)} for d in sorted(docs, key=lambda d: d["tid"])]
+
+
+def reason_of(doc: dict) -> str:
+    """Why a trial did not succeed, in the words the worker recorded."""
+    result, error = doc.get("result") or {}, doc.get("error") or []
+    reason = result.get("reason") or (error[-1] if error else None)
+    return " ".join(str(reason or "no reason recorded").split())
+
+
+def common_reasons(rows: list[dict], n: int = 3, width: int = 120) -> list[tuple[str, int]]:
+    """The ``n`` most frequent failure reasons, each cut to ``width`` characters."""
+    counts = Counter(r["reason"][:width] for r in rows)
+    return counts.most_common(n)
+
+
+def reasons_text(reasons: list[tuple[str, int]]) -> str:
+    return "; ".join(f"{count}x {reason}" for reason, count in reasons)
 
 
 def trial_row(doc: dict) -> dict:

@@ -4,4 +4,4 @@ Workers only ever run code from this installed package, so it is also the unit o
 versioning: a job posted by another Strix version is refused (see ``__version__``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

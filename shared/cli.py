@@ -137,6 +137,7 @@ def main(
     argv: list[str] | None = None,
     *,
     level: int = logging.INFO,
+    interrupted: str = "interrupted",
 ) -> int:
     """Parse, set up logging, run; the error boundary of every command."""
     quiet_tensorflow()
@@ -148,7 +149,7 @@ def main(
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
+        print(f"\n{prog}: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `... | head`: the reader has all it wanted
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit

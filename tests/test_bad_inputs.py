@@ -59,29 +59,30 @@ def _error_line(res: subprocess.CompletedProcess) -> str:
 LAUNCH = {
     "unknown-model": (
         ["--model", "nope"],
-        "launch: error: unknown model 'nope'; choose one of: acosta, baseline, convstrix, "
+        "strix launch: error: unknown model 'nope'; choose one of: acosta, baseline, convstrix, "
         "mobilenet, mobilenet_lite, simplecnn, vggstrix",
     ),
     "max-evals-zero": (
         ["--max-evals", "0"],
-        "launch: error: --max-evals must be a positive integer, got 0; e.g. --max-evals 50",
+        "strix launch: error: --max-evals must be a positive integer, got 0; e.g. --max-evals 50",
     ),
     "image-too-small": (
         ["--model", "vggstrix", "--image-size", "16"],
-        "launch: error: --image-size 16 is too small for vggstrix; it needs at least 32",
+        "strix launch: error: --image-size 16 is too small for vggstrix; it needs at least 32",
     ),
     "gpu-capacity-zero": (
         ["--gpu-capacity", "0", "--local-workers", "1"],
-        "launch: error: --gpu-capacity must be a positive integer, got 0; e.g. --gpu-capacity 4",
+        "strix launch: error: --gpu-capacity must be >= 1 light trial per GPU, got 0; e.g. "
+        "--gpu-capacity 4 on a 40 GB GPU",
     ),
     # data settings are checked before any server is reached or started
     "limit-too-small": (
         ["--limit", "5"],
-        "launch: error: limit must be an integer in [20, 60000], got 5",
+        "strix launch: error: limit must be an integer in [20, 60000], got 5",
     ),
     "interpolation": (
         ["--interpolation", "bogus"],
-        "launch: error: interpolation must be one of ['area', 'cubic', 'linear', 'nearest'], "
+        "strix launch: error: interpolation must be one of ['area', 'cubic', 'linear', 'nearest'], "
         "got 'bogus'",
     ),
 }
@@ -113,7 +114,7 @@ def test_launch_stops_when_a_local_worker_refuses_to_start(
 ) -> None:
     """A worker's configuration error ends the study at once instead of a restart loop."""
     env = {
-        "STRIX_GPU_CAPACITY": "abc",
+        "STRIX_FAKE_GPUS": "two",  # a worker-only setting: launch itself has no use for it
         "STRIX_HOME": str(tmp_path),
         "STRIX_CACHE_DIR": str(tmp_path),
     }
@@ -141,15 +142,16 @@ def test_launch_stops_when_a_local_worker_refuses_to_start(
         timeout=300,
     )
     assert _error_line(res) == (
-        "launch: error: local worker 0 refused to start: strix-worker: error: "
-        "STRIX_GPU_CAPACITY must be an integer, got 'abc'"
+        "strix launch: error: local worker 0 refused to start: strix-worker: error: "
+        "STRIX_FAKE_GPUS='two' must be a GPU count, e.g. 2"
     )
 
 
 def test_launch_rejects_a_non_integer_max_evals() -> None:
     res = _cli("-m", "coordinator.launch", "--max-evals", "ten")
     assert _error_line(res) == (
-        "python -m coordinator.launch: error: argument --max-evals: invalid int value: 'ten'"
+        "strix launch: error: argument --max-evals: invalid int value: 'ten'; see strix launch "
+        "--help"
     )
 
 

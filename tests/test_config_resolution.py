@@ -118,8 +118,8 @@ def test_worker_honours_explicit_values() -> None:
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["--max-attempts", "0"], "--max-attempts must be a positive integer, got 0"),
-        (["--heartbeat", "0"], "--heartbeat must be > 0 seconds, got 0"),
+        (["--max-attempts", "0"], "--max-attempts must be >= 1, got 0"),
+        (["--heartbeat", "0"], "--heartbeat must be > 0, got 0.0"),
         (["--image-size", "0"], "--image-size must be a positive integer, got 0"),
         (["--max-queue-len", "0"], "--max-queue-len must be a positive integer, got 0"),
         (["--patience", "-1"], "--patience must be >= 0 epochs, got -1"),

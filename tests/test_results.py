@@ -192,12 +192,12 @@ def status(study: dict) -> dict:
 @pytest.mark.slow
 def test_results_json_counts_add_up_and_top_is_sorted(status: dict) -> None:
     counts = status["counts"]
-    states = ("new", "running", "done", "failed", "error")
+    states = ("queued", "running", "ok", "failed", "error")
     assert sum(counts[k] for k in states) == counts["total"] == N_TRIALS
-    assert counts["running"] == counts["new"] == 0 and counts["requeued"] == 0
+    assert counts["running"] == counts["queued"] == 0 and counts["requeued"] == 0
     assert status["model"] == "baseline" and status["running"] == []
     top = status["top"]
-    assert len(top) == counts["done"] >= 1
+    assert len(top) == counts["ok"] >= 1
     losses = [r["loss"] for r in top]
     assert losses == sorted(losses)
     for row in top:
@@ -264,12 +264,12 @@ def test_results_watch_redraws_until_the_count(study: dict) -> None:
 def test_results_errors_are_one_line_with_exit_2(study: dict) -> None:
     unknown = results(study, "--exp-key", "no-such-study")
     assert unknown.returncode == 2
-    assert unknown.stderr.startswith("error: study 'no-such-study' has no trials")
+    assert unknown.stderr.startswith("strix results: error: study 'no-such-study' has no trials")
     assert EXP in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
     env = {**study["env"]}
     down = run_cli("coordinator.results", "--mongo", "mongodb://127.0.0.1:9", env=env)
     assert down.returncode == 2 and "Traceback" not in down.stderr
-    assert down.stderr.startswith("error: cannot reach MongoDB")
+    assert down.stderr.startswith("strix results: error: cannot reach MongoDB")
     helptext = run_cli("coordinator.results", "--help", env=env)
     assert helptext.returncode == 0 and "--watch" in helptext.stdout
     assert helptext.stdout.rstrip().splitlines()[-1].lstrip().startswith("strix-results")

@@ -21,12 +21,12 @@ from typing import Any
 import keras
 
 from shared import spaces
+from shared.catalog import CATALOG, RESOURCES
 from shared.errors import ConfigError
 from shared.models import acosta, baseline, convstrix, mobilenet, simplecnn, vggstrix
 
 log = logging.getLogger(__name__)
 
-RESOURCES = ("light", "heavy")
 TRAIN_KEYS = frozenset({"batch_size", "learning_rate", "optimizer"})
 
 
@@ -42,57 +42,18 @@ class ModelInfo:
     weights_file: str | None = None  # the local ImageNet file to look for, if pretrained
 
 
-def _info(name: str, builder: Callable[..., keras.Model], **facts: Any) -> ModelInfo:
-    return ModelInfo(name=name, builder=builder, space=spaces.SPACES[name], **facts)
-
-
-# Default sizes follow the sources: 128 px for the Strix models (seed Part I up-sizes to
-# 128 so depth is not capped), 56 px for MobileNet (the paper's up-scaling), the native
-# 28 px otherwise. The ImageNet models are fed 3 channels; they also take 1 and repeat it.
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "convstrix": convstrix.build,
+    "vggstrix": vggstrix.build,
+    "baseline": baseline.build,
+    "simplecnn": simplecnn.build,
+    "mobilenet": mobilenet.build,
+    "mobilenet_lite": mobilenet.build_lite,
+    "acosta": acosta.build,
+}
 MODELS: dict[str, ModelInfo] = {
-    info.name: info
-    for info in (
-        _info(
-            "convstrix", convstrix.build, image_size=128, channels=1, resource="light", min_size=1
-        ),
-        _info(
-            "vggstrix",
-            vggstrix.build,
-            image_size=128,
-            channels=3,
-            resource="heavy",
-            min_size=vggstrix.MIN_SIZE,
-            weights_file=vggstrix.WEIGHTS_FILE,
-        ),
-        _info("baseline", baseline.build, image_size=28, channels=1, resource="light", min_size=1),
-        _info(
-            "simplecnn",
-            simplecnn.build,
-            image_size=28,
-            channels=1,
-            resource="light",
-            min_size=simplecnn.MIN_SIZE,
-        ),
-        _info(
-            "mobilenet",
-            mobilenet.build,
-            image_size=56,
-            channels=3,
-            resource="light",
-            min_size=mobilenet.MIN_SIZE,
-            weights_file=mobilenet.WEIGHTS_FILE,
-        ),
-        _info(
-            "mobilenet_lite",
-            mobilenet.build_lite,
-            image_size=56,
-            channels=3,
-            resource="light",
-            min_size=mobilenet.LITE_MIN_SIZE,
-            weights_file=mobilenet.WEIGHTS_FILE,
-        ),
-        _info("acosta", acosta.build, image_size=28, channels=1, resource="light", min_size=2),
-    )
+    name: ModelInfo(builder=BUILDERS[name], space=spaces.SPACES[name], **vars(e))
+    for name, e in CATALOG.items()
 }
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import keras
 
+from shared.catalog import CATALOG
 from shared.errors import ModelError
 from shared.models._head import (
     GrayToRgb,
@@ -32,10 +33,10 @@ from shared.models._head import (
     image_input,
 )
 
-MIN_SIZE = 56  # the paper's input size; MobileNetV2 itself refuses < 32
-LITE_MIN_SIZE = 32
+MIN_SIZE = CATALOG["mobilenet"].min_size
+LITE_MIN_SIZE = CATALOG["mobilenet_lite"].min_size
 LITE_CUT = "block_4_add"
-WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+WEIGHTS_FILE = CATALOG["mobilenet"].weights_file
 
 
 def _backbone(height: int, width: int, weights: str | None, name: str) -> keras.Model:

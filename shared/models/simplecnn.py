@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 
+from shared.catalog import CATALOG
 from shared.models._head import (
     ACTIVATIONS,
     check_choice,
@@ -23,7 +24,7 @@ from shared.models._head import (
 
 NAME = "simplecnn"
 FILTERS = ((16, 16), (32, 32), (32, 32))
-MIN_SIZE = 8  # three 2x2 pools must leave at least 1x1
+MIN_SIZE = CATALOG["simplecnn"].min_size
 
 
 def build(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import keras
 
+from shared.catalog import CATALOG
 from shared.errors import ModelError
 from shared.models._head import (
     ACTIVATIONS,
@@ -27,9 +28,9 @@ from shared.models._head import (
 )
 
 NAME = "vggstrix"
-MIN_SIZE = 32
+MIN_SIZE = CATALOG["vggstrix"].min_size
 FILTERS = 512
-WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+WEIGHTS_FILE = CATALOG["vggstrix"].weights_file
 
 
 def _vgg19(height: int, width: int, weights: str | None) -> keras.Model:

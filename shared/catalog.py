@@ -1,0 +1,60 @@
+"""The models Strix knows, as plain facts: no TensorFlow, no hyperopt.
+
+Commands read this table to list models in ``--help`` and to refuse a bad model/size
+pair in milliseconds, before anything heavy is imported. ``shared.models`` joins each
+entry with its Keras builder and ``shared.spaces`` with its search space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.errors import ConfigError
+
+VGG19_WEIGHTS = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+MOBILENET_V2_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+RESOURCES = ("light", "heavy")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    image_size: int  # default input side in px
+    channels: int  # channels the data pipeline feeds; the builders accept 1 or 3 anyway
+    resource: str  # "light" models share a GPU, a "heavy" one takes it whole
+    min_size: int  # smallest side the model can take
+    weights_file: str | None = None  # the local ImageNet file to look for, if pretrained
+
+
+# Default sizes follow the sources: 128 px for the Strix models (seed Part I up-sizes to
+# 128 so depth is not capped), 56 px for MobileNet (the paper's up-scaling), the native
+# 28 px otherwise. The ImageNet models are fed 3 channels; they also take 1 and repeat it.
+# MobileNetV2 itself refuses < 32 px; 56 is the paper's size; three 2x2 pools need 8 px.
+CATALOG: dict[str, Entry] = {
+    e.name: e
+    for e in (
+        Entry("convstrix", 128, 1, "light", 1),
+        Entry("vggstrix", 128, 3, "heavy", 32, VGG19_WEIGHTS),
+        Entry("baseline", 28, 1, "light", 1),
+        Entry("simplecnn", 28, 1, "light", 8),
+        Entry("mobilenet", 56, 3, "light", 56, MOBILENET_V2_WEIGHTS),
+        Entry("mobilenet_lite", 56, 3, "light", 32, MOBILENET_V2_WEIGHTS),
+        Entry("acosta", 28, 1, "light", 2),
+    )
+}
+NAMES = tuple(sorted(CATALOG))
+
+
+def entry(name: str) -> Entry:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(NAMES)}") from None
+
+
+def check_size(name: str, size: int) -> None:
+    e = entry(name)
+    if size < e.min_size:
+        raise ConfigError(
+            f"--image-size {size} is too small for {name}; it needs at least {e.min_size}"
+        )
