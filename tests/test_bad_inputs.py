@@ -290,7 +290,9 @@ def test_missing_dataset_file(data_dir: Path, tmp_path: Path) -> None:
 
 def test_missing_data_directory(tmp_path: Path) -> None:
     d = tmp_path / "nowhere"
-    assert _prepare(d, tmp_path / "c") == f"strix prepare: error: data directory {d} does not exist; {FIX}"
+    assert _prepare(d, tmp_path / "c") == (
+        f"strix prepare: error: data directory {d} does not exist; {FIX}"
+    )
 
 
 def test_truncated_gzip_file(data_dir: Path, tmp_path: Path) -> None:
@@ -298,7 +300,8 @@ def test_truncated_gzip_file(data_dir: Path, tmp_path: Path) -> None:
     blob = (data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
     (d / "t10k-labels-idx1-ubyte.gz").write_bytes(blob[: len(blob) // 2])
     assert _prepare(d, tmp_path / "c") == (
-        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Compressed file "
+        "strix prepare: error: "
+        f"{d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Compressed file "
         "ended before the end-of-stream marker was reached); expected an intact Fashion-MNIST "
         f"file: re-download it; {FIX}"
     )
@@ -309,7 +312,8 @@ def test_truncated_idx_file(data_dir: Path, tmp_path: Path) -> None:
     raw = gzip.decompress((data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (d / "t10k-labels-idx1-ubyte").write_bytes(raw[: 8 + 5000])
     assert _prepare(d, tmp_path / "c") == (
-        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte: expected 10000 data bytes after the header, found "
+        "strix prepare: error: "
+        f"{d}/t10k-labels-idx1-ubyte: expected 10000 data bytes after the header, found "
         f"5000; the file is corrupt or not t10k-labels-idx1-ubyte; {FIX}"
     )
 
@@ -319,7 +323,8 @@ def test_corrupt_idx_magic(data_dir: Path, tmp_path: Path) -> None:
     raw = gzip.decompress((data_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
     (d / "t10k-labels-idx1-ubyte").write_bytes((2051).to_bytes(4, "big") + raw[4:])
     assert _prepare(d, tmp_path / "c") == (
-        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte: expected magic number 2049, found 2051; the file "
+        "strix prepare: error: "
+        f"{d}/t10k-labels-idx1-ubyte: expected magic number 2049, found 2051; the file "
         f"is corrupt or not t10k-labels-idx1-ubyte; {FIX}"
     )
 
@@ -328,7 +333,8 @@ def test_corrupt_gzip_file(data_dir: Path, tmp_path: Path) -> None:
     d = _data_copy(data_dir, tmp_path / "d", skip="t10k-labels-idx1-ubyte")
     (d / "t10k-labels-idx1-ubyte.gz").write_bytes(b"<html>not found</html>")
     assert _prepare(d, tmp_path / "c") == (
-        f"strix prepare: error: {d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Not a gzipped file "
+        "strix prepare: error: "
+        f"{d}/t10k-labels-idx1-ubyte.gz is not a readable gzip file (Not a gzipped file "
         f"(b'<h')); expected an intact Fashion-MNIST file: re-download it; {FIX}"
     )
 
@@ -336,7 +342,8 @@ def test_corrupt_gzip_file(data_dir: Path, tmp_path: Path) -> None:
 def test_cache_dir_not_writable(data_dir: Path) -> None:
     line = _prepare(data_dir, Path("/etc/hostname/cache"))
     assert line == (
-        "strix prepare: error: cannot create cache directory /etc/hostname/cache ([Errno 20] Not a directory: "
+        "strix prepare: error: "
+        "cannot create cache directory /etc/hostname/cache ([Errno 20] Not a directory: "
         "'/etc/hostname/cache'); pass --cache-dir or set STRIX_CACHE_DIR to a writable place"
     )
 
