@@ -19,18 +19,18 @@ import argparse
 import ipaddress
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shared import defaults
-from shared.errors import ConfigError, StrixError
+from shared import cli, defaults
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+PROG = "strix dashboard"
 ENV_HOST = "STRIX_DASHBOARD_HOST"
 ENV_PORT = "STRIX_DASHBOARD_PORT"
 HOST = "127.0.0.1"
@@ -39,7 +39,6 @@ TTL_S = 2.0
 READ_ONLY = "the Strix dashboard is read-only: studies change only through Strix itself"
 
 EXAMPLES = """
-examples:
   # every study of the embedded/default MongoDB, on http://127.0.0.1:8080/dashboard
   python -m coordinator.dashboard
   # a cluster's database, on another port
@@ -54,18 +53,16 @@ WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="strix dashboard",
-        description="Serve optuna-dashboard over Strix's studies: live, read-only.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = cli.new_parser(
+        PROG,
+        "Serve optuna-dashboard over Strix's studies: live, read-only.",
+        EXAMPLES,
+        store=True,
     )
     a = p.add_argument
-    a("--mongo", help=f"MongoDB URI (env {defaults.ENV_MONGO}, default {defaults.MONGO_URL})")
-    a("--db", help=f"database, overriding the URI's (env {defaults.ENV_DB}; {defaults.DB_HELP})")
-    a("--host", help=f"address to bind (env {ENV_HOST}, default {HOST}: this machine only)")
-    a("--port", type=int, help=f"port (env {ENV_PORT}, default {PORT}; 0 picks a free one)")
-    a("--ttl", type=float, default=TTL_S, help=f"seconds reads are cached (default {TTL_S:g})")
+    a("--host", help=f"address to bind (env {ENV_HOST}; default {HOST}: this machine only)")
+    a("--port", type=int, help=f"port (env {ENV_PORT}; default {PORT}; 0 picks a free one)")
+    a("--ttl", type=float, default=TTL_S, help="seconds the store's answers are reused")
     a(
         "--allow-module",
         action="append",
@@ -73,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PKG",
         help="also read search spaces whose objective lives in this installed package",
     )
-    a("-v", "--verbose", action="store_true", help="debug logging (every HTTP request)")
     return p
 
 
@@ -141,12 +137,12 @@ def make_server(storage: Any, host: str, port: int) -> Any:
 
 def serve(args: argparse.Namespace) -> int:
     from coordinator.optuna_storage import StrixStorage
-    from coordinator.results import open_store
+    from coordinator.stores import open_store
 
     host, port = resolve(args)
     if not is_loopback(host):
         print(
-            f"dashboard: warning: listening on {host}: the page has no authentication; anyone "
+            f"{PROG}: warning: listening on {host}: the page has no authentication; anyone "
             "who can reach this port can read every study (prefer an SSH tunnel)",
             file=sys.stderr,
         )
@@ -157,7 +153,7 @@ def serve(args: argparse.Namespace) -> int:
         server = make_server(storage, host, port)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{server.server_port}/dashboard"
-        print(f"dashboard: {n} studies in {store.target.redacted}; open {url} (Ctrl-C to stop)")
+        print(f"{PROG}: {n} studies in {store.target.redacted}; open {url} (Ctrl-C to stop)")
         sys.stdout.flush()
         try:
             server.serve_forever()
@@ -172,24 +168,18 @@ def _stop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # docker stop / kill: leave like Ctrl-C
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM, the normal ways to stop a server: exit 0."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
     try:
         return serve(args)
-    except StrixError as e:
-        print(f"dashboard: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # stdout closed by the reader
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
-        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(PROG, build_parser, run, argv, level=logging.WARNING)
 
 
 if __name__ == "__main__":

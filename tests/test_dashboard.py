@@ -103,7 +103,7 @@ def test_help_ends_with_examples_and_imports_nothing_heavy():
 def test_bad_port_is_one_line():
     done = cli("--port", "70000")
     assert done.returncode == 2
-    assert done.stderr.startswith("dashboard: error: --port 70000 is out of range")
+    assert done.stderr.startswith("strix dashboard: error: --port 70000 is out of range")
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
@@ -114,7 +114,7 @@ def test_password_never_printed_and_public_host_warns(mongo_url):
     done = cli("--mongo", url, "--host", "0.0.0.0", "--port", "0")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert "no authentication" in lines[0] and lines[1].startswith("dashboard: error: ")
+    assert "no authentication" in lines[0] and lines[1].startswith("strix dashboard: error: ")
     assert len(lines) == 2 and secret not in done.stderr + done.stdout
 
 
@@ -310,7 +310,7 @@ def test_the_command_serves_on_loopback_and_stops_cleanly(live: Store, mongo_ser
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        first = proc.stdout.readline()  # "dashboard: 2 studies in ...; open http://..."
+        first = proc.stdout.readline()  # "strix dashboard: 2 studies in ...; open http://..."
         url = re.search(r"open (http://127\.0\.0\.1:\d+)/dashboard ", first)
         assert url, first + proc.stderr.read()
         status, listed = http(f"{url.group(1)}/api/studies")
