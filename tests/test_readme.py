@@ -1,0 +1,56 @@
+"""README.md as a new user reads it: after the demo, its commands work as written, in
+order, in a new shell (a clean environment: no STRIX_* variables, no activated venv)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def after_the_demo() -> list[str]:
+    """The first bash block of the 'After the demo' section, one command a line."""
+    section = README.split("## After the demo", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README lost its 'After the demo' commands"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line]
+
+
+def test_readme_names_the_study_the_demo_creates() -> None:
+    demo = (ROOT / "scripts" / "demo.sh").read_text().split("\nexec ", 1)[1]
+    size = re.search(r"--image-size (\d+)", demo).group(1)
+    model = re.search(r"--model (\w+)", demo).group(1)
+    assert all(f"--exp-key {model}-{size}px" in c for c in after_the_demo() if "--exp-key" in c)
+    assert len(after_the_demo()) >= 4
+
+
+@pytest.mark.slow
+def test_readme_commands_work_in_a_new_shell(data_dir: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    demo_env = {**os.environ, "HOME": str(home), "STRIX_DATA_DIR": str(data_dir)}
+    demo_env.pop("STRIX_HOME", None)
+    demo = [sys.executable, "-m", "coordinator.cli", "launch", "--model", "convstrix"]
+    demo += ["--local-workers", "1", "--max-evals", "2", "--image-size", "32", "--max-epochs"]
+    demo += ["1", "--limit", "300", "--seed", "1", "--clamp", "--no-progress"]
+    res = subprocess.run(demo, cwd=ROOT, env=demo_env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (home / ".strix" / "logs" / "convstrix-32px").is_dir(), "per-study worker logs"
+    clean = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+    for command in after_the_demo():
+        if " dashboard" in command:  # serves until Ctrl-C; test_dashboard covers it
+            continue
+        argv = shlex.split(command)
+        if "final" in argv:
+            argv += ["--epochs", "1"]  # the same command, one epoch to keep CI short
+        res = subprocess.run(argv, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+        assert "Traceback" not in res.stderr, command
