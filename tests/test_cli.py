@@ -115,3 +115,23 @@ def test_every_setting_reads_its_environment_variable(monkeypatch: pytest.Monkey
         monkeypatch.setenv(s.env_var, "seven")
         with pytest.raises(Exception, match=f"{s.env_var} must be an integer, got 'seven'"):
             settings.resolve({}, [s.name])
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["launch", "--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
+        (["launch", "--model", "vggstrix", "--image-size", "8"], "too small for vggstrix"),
+        (["launch", "--mongo", "localhost:27017"], "malformed MongoDB URI 'localhost:27017'"),
+        (["worker", "--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
+        (["worker", "--max-attempts", "0"], "--max-attempts must be >= 1, got 0"),
+        (["results", "--mongo", "nope"], "malformed MongoDB URI 'nope'"),
+    ],
+)
+def test_config_errors_come_before_tensorflow_and_mongodb(argv: list[str], fragment: str) -> None:
+    """No TensorFlow import, no server contact: the error is one line, at once."""
+    res = _run("-c", PROBE.format(argv=argv, heavy=HEAVY))
+    heavy = res.stdout.rpartition("HEAVY=")[2].strip()
+    assert heavy == "", f"`strix {' '.join(argv)}` imported {heavy}"
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], res.stderr

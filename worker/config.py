@@ -180,6 +180,10 @@ def validate(cfg: WorkerConfig) -> None:
         raise ConfigError(f"--grace ({cfg.grace}s) must exceed --heartbeat ({cfg.heartbeat}s)")
     if cfg.workdir is not None:
         check_writable(cfg.workdir)
+    if cfg.data_dir is not None:  # a broken --data-dir fails now, not at the first trial
+        from shared.data import find_data_dir
+
+        find_data_dir(cfg.data_dir)
 
 
 def check_writable(path: Path) -> None:
