@@ -36,6 +36,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from optuna.distributions import (
@@ -73,6 +74,11 @@ class Param:
 def clean(x: float) -> float:
     """A float without the noise of ``round(x / q) * q`` (0.15000000000000002 -> 0.15)."""
     return float(f"{x:.12g}")
+
+
+def _plain(x: Any) -> Any:
+    """A numpy scalar as the Python value (hyperopt's in-memory trials hold numpy ints)."""
+    return x.item() if hasattr(x, "item") and not isinstance(x, str | bytes) else x
 
 
 def _whole(x: float) -> bool:
@@ -152,6 +158,7 @@ def space_params(expr: Any) -> dict[str, Param]:
 
 def infer_param(label: str, values: list[Any]) -> Param:
     """A label the space does not describe: its distribution from the values alone."""
+    values = [_plain(v) for v in values]
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         kind = "int" if all(isinstance(v, int) for v in values) else "float"
         return Param(label, kind)
@@ -160,6 +167,7 @@ def infer_param(label: str, values: list[Any]) -> Param:
 
 def shown(param: Param, raw: Any) -> Any:
     """A ``misc.vals`` value as the dashboard shows it (the option for a literal choice)."""
+    raw = _plain(raw)
     if param.kind == "categorical":
         if param.choices is not None and isinstance(raw, int | float) and _whole(raw):
             index = int(raw)
@@ -180,41 +188,53 @@ def _widened(param: Param, values: list[Any]) -> Param:
     return replace(param, low=low, high=high, log=param.log and low > 0)
 
 
-def _build(param: Param) -> BaseDistribution:
+def _divides(step: float | None, low: float, high: float) -> bool:
+    """Whether ``step`` tiles [low, high] (Optuna would shrink the range, with a warning)."""
+    if not step:
+        return True
+    span = (Decimal(str(high)) - Decimal(str(low))) / Decimal(str(step))
+    return span == span.to_integral_value()
+
+
+def _build(param: Param) -> BaseDistribution | None:
+    """The Optuna distribution for ``param``, or None when Optuna would not take it as is."""
     if param.kind == "categorical":
         return CategoricalDistribution(param.choices or ())
     low = 0.0 if param.low is None else param.low
     high = low if param.high is None else param.high
     if param.kind == "int":
-        lo, hi = math.floor(low), math.ceil(high)
+        lo, hi, step = math.floor(low), math.ceil(high), int(param.step or 1)
         if param.log and lo >= 1:
             return IntDistribution(lo, hi, log=True)
-        return IntDistribution(lo, hi, step=int(param.step or 1))
-    if param.log:
+        return IntDistribution(lo, hi, step=step) if _divides(step, lo, hi) else None
+    if param.log and low > 0:
         return FloatDistribution(low, high, log=True)
-    return FloatDistribution(low, high, step=param.step)
+    return (
+        FloatDistribution(low, high, step=param.step) if _divides(param.step, low, high) else None
+    )
 
 
-def _fits(dist: BaseDistribution, values: list[Any]) -> bool:
+def _fits(dist: BaseDistribution | None, values: list[Any]) -> bool:
     try:
-        return all(dist._contains(dist.to_internal_repr(v)) for v in values)
+        return dist is not None and all(dist._contains(dist.to_internal_repr(v)) for v in values)
     except (ValueError, TypeError):
         return False
 
 
 def distribution(param: Param, values: Iterable[Any]) -> BaseDistribution:
-    """One Optuna distribution for ``param`` that holds every shown value in ``values``."""
+    """One Optuna distribution for ``param`` that holds every shown value in ``values``:
+    the space's, widened to the values; without its step if they left the grid; else the
+    values' own range."""
     values = list(values)
-    param = _widened(param, values)
-    try:
-        dist = _build(param)
-    except ValueError:  # e.g. a step that no longer divides the widened range
-        dist = None
-    if dist is not None and _fits(dist, values):
-        return dist
-    log.debug("%s: values outside %s; using their range", param.label, dist)
-    fallback = infer_param(param.label, values)
-    return _build(_widened(fallback, values))
+    widened = _widened(param, values)
+    for candidate in (widened, replace(widened, step=None)):
+        dist = _build(candidate)
+        if _fits(dist, values):
+            return dist  # type: ignore[return-value]
+    log.debug("%s: values outside %s; using their range", param.label, widened)
+    fallback = _build(_widened(infer_param(param.label, values), values))
+    assert fallback is not None  # no step, no log: always buildable
+    return fallback
 
 
 def study_distributions(

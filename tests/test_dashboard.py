@@ -118,6 +118,75 @@ def test_password_never_printed_and_public_host_warns(mongo_url):
     assert len(lines) == 2 and secret not in done.stderr + done.stdout
 
 
+# --- the mapping, on every space Strix has -----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["convstrix", "vggstrix", "baseline", "simplecnn", "acosta"])
+def test_every_strix_space_maps_to_distributions_that_hold_its_samples(model: str):
+    """200 hyperopt draws (augmentation on): every active label gets one distribution that
+    Optuna accepts for every value, and inactive conditional labels are left out."""
+    from hyperopt import Trials, base, rand
+    from optuna.trial import FrozenTrial, TrialState
+
+    from coordinator.optuna_mapping import space_params, study_distributions, trial_params
+    from shared.jobs import keras_space, toy_objective
+    from shared.spaces import SPACES
+
+    space = keras_space(model, SPACES[model](augment=True), {}, {})
+    domain = base.Domain(toy_objective, space)
+    docs = rand.suggest(list(range(200)), domain, Trials(), 7)
+    vals = [d["misc"]["vals"] for d in docs]
+    params, dists = study_distributions(space_params(domain.expr), vals)
+    for i, trial_vals in enumerate(vals):
+        shown, used = trial_params(trial_vals, params, dists)
+        assert set(shown) == {label for label, v in trial_vals.items() if v}
+        FrozenTrial(i, TrialState.WAITING, None, None, None, shown, used, {}, {}, {}, i)._validate()
+    assert dists["learning_rate"].log and dists["aug_flip"].choices == (0.0, 0.5)
+    if model == "vggstrix":
+        assert dists["conv"].choices == (0, 1, 2)
+
+
+def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
+    import numpy as np
+    from hyperopt import hp
+    from hyperopt.pyll import as_apply
+    from optuna.distributions import CategoricalDistribution as C
+    from optuna.distributions import FloatDistribution as F
+    from optuna.distributions import IntDistribution as I
+    from optuna.trial import TrialState
+
+    from coordinator.optuna_mapping import LOSS, VAL_ACCURACY, distribution, outcome, space_params
+
+    space = {
+        "a": hp.randint("a", 5),
+        "b": hp.randint("b", 2, 7),
+        "c": hp.qloguniform("c", 0, np.log(100), 1),
+        "d": hp.quniform("d", 0, 1, 0.25),
+        "e": hp.pchoice("e", [(0.3, "x"), (0.7, "y")]),
+        "f": hp.normal("f", 0, 1),
+        "g": hp.choice("g", [[1, 2], [3]]),
+    }
+    p = space_params(as_apply(space))
+    assert distribution(p["a"], [0, 4]) == I(0, 4)
+    assert distribution(p["b"], [2]) == I(2, 6)
+    assert distribution(p["c"], [1.0, 100.0]) == I(1, 100, log=True)
+    assert distribution(p["d"], [0.25]) == F(0.0, 1.0, step=0.25)
+    assert distribution(p["e"], ["x"]) == C(("x", "y"))
+    assert distribution(p["f"], [-0.5, 1.5]) == F(-0.5, 1.5)  # unbounded: the values' range
+    assert distribution(p["g"], [1]) == C((0, 1))  # options that are not literals: indices
+    assert distribution(p["d"], [0.25, 1.3]) == F(0.0, 1.3)  # off the grid: no step
+    ok = {"state": 2, "result": {"status": "ok", "loss": 0.25, "val_accuracy": 0.75}}
+    assert outcome(ok, VAL_ACCURACY) == (TrialState.COMPLETE, 0.75, None)
+    assert outcome(ok, LOSS) == (TrialState.COMPLETE, 0.25, None)
+    nan = {"state": 2, "result": {"status": "ok", "loss": float("nan")}}
+    assert outcome(nan, LOSS) == (TrialState.FAIL, None, "loss is not a finite number")
+    pruned = {"state": 2, "result": {"status": "pruned", "loss": 0.5, "val_accuracy": 0.5}}
+    assert outcome(pruned, VAL_ACCURACY)[0] == TrialState.PRUNED
+    error = {"state": 3, "error": ["strix", "lost 3 times"]}
+    assert outcome(error, VAL_ACCURACY) == (TrialState.FAIL, None, "lost 3 times")
+    assert outcome({"state": 0}, LOSS)[0] == TrialState.WAITING
+
+
 # --- a real Keras study: the mapping ---------------------------------------------------------
 
 
