@@ -359,9 +359,9 @@ def user_attrs(doc: dict, state: TrialState, reason: str | None) -> dict[str, An
 
 
 def steps(rows: Iterable[dict], owner: str | None, objective: Objective) -> dict[int, float]:
-    """Per-epoch values of the run that owns the job (a requeued trial has several runs)."""
-    rows = list(rows)
-    mine = [r for r in rows if r.get("owner") == owner] or rows
+    """Per-epoch values of the run that owns the job: a requeued trial has rows of the runs
+    that lost it too, and a restarted run must not show the lost run's curve."""
+    mine = [r for r in rows if owner is None or r.get("owner") == owner]
     out: dict[int, float] = {}
     for row in mine:
         value, epoch = objective.step(row), row.get("epoch")

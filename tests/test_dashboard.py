@@ -155,7 +155,14 @@ def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
     from optuna.distributions import IntDistribution as I
     from optuna.trial import TrialState
 
-    from coordinator.optuna_mapping import LOSS, VAL_ACCURACY, distribution, outcome, space_params
+    from coordinator.optuna_mapping import (
+        LOSS,
+        VAL_ACCURACY,
+        distribution,
+        outcome,
+        space_params,
+        steps,
+    )
 
     space = {
         "a": hp.randint("a", 5),
@@ -185,6 +192,10 @@ def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
     error = {"state": 3, "error": ["strix", "lost 3 times"]}
     assert outcome(error, VAL_ACCURACY) == (TrialState.FAIL, None, "lost 3 times")
     assert outcome({"state": 0}, LOSS)[0] == TrialState.WAITING
+    lost, now = {"owner": "w1", "epoch": 1, "val_accuracy": 0.5}, {"owner": "w2", "epoch": 1}
+    rows = [lost, {**now, "val_accuracy": 0.75}, {**now, "epoch": 2, "val_accuracy": 0.8}]
+    assert steps(rows, "w2", VAL_ACCURACY) == {1: 0.75, 2: 0.8}  # not the lost run's epochs
+    assert steps(rows[:1], "w2", LOSS) == {} and steps(rows[:1], None, LOSS) == {1: 0.5}
 
 
 # --- a real Keras study: the mapping ---------------------------------------------------------
