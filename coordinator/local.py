@@ -8,13 +8,11 @@ after a restart), and ``--local-workers N`` starts N worker processes beside it.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from coordinator.procs import log_text, spawn, stop_procs
 from shared import defaults
 from shared.embedded import EmbeddedServer, is_listening, start_embedded
 from shared.errors import ConfigError
@@ -35,23 +33,27 @@ def embedded_or_running(home: Path, stack: ExitStack) -> str:
 
 
 class LocalWorkers:
-    """N ``python -m worker`` processes, logging to ``$STRIX_HOME/logs/worker-<i>.log``."""
+    """N ``python -m worker`` processes, logging to ``<log_dir>/worker-<i>.log``.
 
-    def __init__(self, n: int, args: list[str], log_dir: Path, env: dict | None = None):
+    ``log_dir`` is per study: the launcher passes ``$STRIX_HOME/logs/<exp_key>``, so two
+    studies never append to the same files. ``args`` is the worker's whole command line,
+    ``--mongo`` included; ``env`` is added to this process's environment.
+    """
+
+    def __init__(self, n: int, args: list[str], log_dir: Path, env: dict | None = None) -> None:
         self.n, self.args, self.log_dir = n, args, log_dir
-        self.env = {**os.environ, **(env or {})}
+        self.env = dict(env or {})
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(self.n):
-            self.procs.append(self._spawn(i))
-        log.info("started %d local worker(s); logs in %s", self.n, self.log_dir)
+        log.info("starting %d local worker(s); their logs go to %s", self.n, self.log_dir)
+        self.procs = [self._spawn(i) for i in range(self.n)]
+
+    def _log(self, i: int) -> Path:
+        return self.log_dir / f"worker-{i}.log"
 
     def _spawn(self, i: int) -> subprocess.Popen:
-        out = open(self.log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - owned by the child
-        cmd = [sys.executable, "-m", "worker", *self.args]
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        return spawn("worker", self.args, self._log(i), self.env)
 
     def check(self) -> None:
         """Restart a worker that died (its trial is requeued by the reaper meanwhile).
@@ -67,20 +69,9 @@ class LocalWorkers:
             self.procs[i] = self._spawn(i)
 
     def _last_error(self, i: int) -> str:
-        lines = (self.log_dir / f"worker-{i}.log").read_text(errors="replace").splitlines()
+        lines = log_text(self._log(i)).splitlines()
         errors = [line for line in lines if "error:" in line]
         return (errors or lines or ["(no output)"])[-1].strip()
 
-    def alive(self) -> int:
-        return sum(p.poll() is None for p in self.procs)
-
     def stop(self, timeout: float = 30.0) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_procs(self.procs, timeout)

@@ -1,17 +1,28 @@
-"""Small helpers for tests that post real jobs and run real worker processes."""
+"""Small helpers for tests that post real jobs and run real worker processes.
+
+Worker processes are started, awaited and stopped by :mod:`coordinator.procs`, as the
+coordinator and the benchmarks do; ``wait_until`` is re-exported from there.
+"""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from coordinator.procs import spawn_worker, stop_procs, wait_until
 from shared.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = [
+    "ROOT",
+    "insert_toy_jobs",
+    "job_of",
+    "post_toy",
+    "start_worker",
+    "stop_all",
+    "wait_until",
+]
 
 
 def insert_toy_jobs(store: Store, exp_key: str, n: int, resource: str = "light") -> list[int]:
@@ -50,35 +61,16 @@ def post_toy(store: Store, exp_key: str, n: int, sleep_s: float = 0.0) -> list[i
 
 def job_of(store: Store, exp_key: str) -> dict:
     """The single job of a study."""
-    (doc,) = store.find_jobs({"exp_key": exp_key})
+    (doc,) = store.trials_in(exp_key)
     return doc
 
 
 def start_worker(
     url: str, db: str, *args: str, env: dict | None = None, log: Path | None = None
 ) -> subprocess.Popen:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    cmd = [sys.executable, "-m", "worker", "--mongo", url, "--db", db, *args]
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    """``python -m worker --mongo url --db db args`` from the repository root."""
+    return spawn_worker(url, db, args, log_path=log, env=env, cwd=ROOT)
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+    stop_procs(procs, timeout=30)
