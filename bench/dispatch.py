@@ -41,22 +41,25 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import (
-    child_env,
+    QUIET_TF,
+    ROOT,
+    add_quick,
     machine,
+    make_parser,
+    parse,
     percentile,
     save_json,
     setup_logging,
-    spawn_worker,
-    stop_procs,
     table,
-    wait_for_log,
 )
+from coordinator.procs import spawn, spawn_worker, stop_procs, wait_for_log
+from shared.store import State
 
-log = logging.getLogger("bench.dispatch")
+log = logging.getLogger(__name__)
 
 EXAMPLES = """
-examples:
   python -m bench.dispatch                                   # 200 trials, 1/2/4 workers, d=0/0.1/1
+  python -m bench.dispatch --quick                           # 4 trials, 1 worker, d=0 (~20 s)
   python -m bench.dispatch --trials 20 --workers 1,2 --sleeps 0,0.1
   python -m bench.dispatch --systems strix --json out/bench/dispatch.json
   python -m bench.dispatch --mongo mongodb://127.0.0.1:27017   # an existing server
@@ -64,6 +67,7 @@ examples:
 STOCK_POLL_S = 5.0  # hyperopt-mongo-worker --poll-interval default
 STOCK_RESERVE_TIMEOUT_S = 120.0  # hyperopt-mongo-worker --reserve-timeout default
 SYSTEMS = ("strix", "stock", "stock-resident")
+QUICK = {"trials": "4", "workers": "1", "sleeps": "0"}
 
 
 @dataclass
@@ -112,10 +116,10 @@ def _stamped_store(url: str, db: str) -> Any:
 class StrixFleet:
     """N resident Strix workers, each on one pretend GPU whose capacity fits them all."""
 
-    def __init__(self, url: str, db: str, exp_key: str, n: int, logs: Path, fake_gpus: int):
+    def __init__(self, url: str, db: str, exp_key: str, n: int, logs: Path, fake_gpus: int) -> None:
         self.url, self.db, self.n, self.logs = url, db, n, logs
         self.args = ["--exp-key", exp_key]
-        self.env = {"STRIX_HOST": f"bench-{uuid.uuid4().hex[:6]}"}
+        self.env = {**QUIET_TF, "STRIX_HOST": f"bench-{uuid.uuid4().hex[:6]}"}
         if fake_gpus:
             self.env["STRIX_FAKE_GPUS"] = str(fake_gpus)
             self.args += ["--gpu-capacity", str(max(1, -(-n // fake_gpus)))]
@@ -123,7 +127,7 @@ class StrixFleet:
 
     def start(self) -> None:
         paths = [self.logs / f"strix-{i}.log" for i in range(self.n)]
-        self.procs = [spawn_worker(self.url, self.db, self.args, p, self.env) for p in paths]
+        self.procs = [spawn_worker(self.url, self.db, self.args, p, self.env, ROOT) for p in paths]
         for proc, path in zip(self.procs, paths, strict=True):
             wait_for_log(proc, path, "ready on")
 
@@ -143,22 +147,10 @@ class StockFleet:
         logs: Path,
         poll: float,
         resident: bool = False,
-    ):
+    ) -> None:
         self.n, self.logs, self.resident = n, logs, resident
-        self.base = [
-            sys.executable,
-            "-m",
-            "bench.dispatch",
-            "stock-child",
-            "--mongo",
-            url,
-            "--db",
-            db,
-            "--exp-key",
-            exp_key,
-            "--poll-interval",
-            str(poll),
-        ]
+        self.base = ["stock-child", "--mongo", url, "--db", db, "--exp-key", exp_key]
+        self.base += ["--poll-interval", str(poll)]
         self.halt = threading.Event()
         self.current: dict[int, subprocess.Popen] = {}
         self.threads = [threading.Thread(target=self._slot, args=(i,)) for i in range(n)]
@@ -169,15 +161,12 @@ class StockFleet:
         cmd = [*self.base, "--slot", f"stock-slot{i}"]
         if self.resident:
             cmd += ["--max-jobs", "1000000"]
-        with open(self.logs / f"stock-{i}.log", "ab") as out:
-            while not self.halt.is_set():
-                proc = subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=workdir
-                )
-                self.current[i] = proc
-                if self.halt.is_set():
-                    proc.terminate()
-                proc.wait()
+        while not self.halt.is_set():
+            proc = spawn("bench.dispatch", cmd, self.logs / f"stock-{i}.log", QUIET_TF, workdir)
+            self.current[i] = proc
+            if self.halt.is_set():
+                proc.terminate()
+            proc.wait()
 
     def start(self) -> None:
         for t in self.threads:
@@ -246,10 +235,8 @@ def measure(docs: list[dict], system: str, workers: int, sleep_s: float) -> Disp
 
 
 def _check_done(docs: list[dict], trials: int) -> None:
-    from shared.store import JOB_STATE_DONE
-
     tids = [d["tid"] for d in docs]
-    bad = [d["tid"] for d in docs if d["state"] != JOB_STATE_DONE]
+    bad = [d["tid"] for d in docs if d["state"] != State.DONE]
     if len(docs) != trials or len(set(tids)) != len(tids) or bad:
         raise RuntimeError(
             f"expected {trials} DONE trials with unique tids, got {len(docs)} docs, "
@@ -288,9 +275,7 @@ def run_case(
         run(study, grace=grace, max_attempts=3, progress=False)
     finally:
         fleet.stop()
-    docs = store.find_jobs(
-        {"exp_key": key}, projection=["tid", "state", "owner", "posted", "result"]
-    )
+    docs = store.trials_in(key, fields=["state", "owner", "posted", "result"])
     _check_done(docs, args.trials)
     store.client.drop_database(db)
     store.close()
@@ -324,11 +309,10 @@ def _floats(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.dispatch",
-        description="Dispatch overhead and throughput of Strix workers vs hyperopt's worker loop.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = make_parser(
+        "python -m bench.dispatch",
+        "Dispatch overhead and throughput of Strix workers vs hyperopt's worker loop.",
+        EXAMPLES,
     )
     sub = p.add_subparsers(dest="command")
     child = sub.add_parser("stock-child", help="internal: one hyperopt MongoWorker process")
@@ -347,27 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0)
     a("--json", help="write the results here")
     a("--logs", help="keep worker logs here (default: a temp dir)")
+    add_quick(p, QUICK)
     a("-v", "--verbose", action="store_true")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "stock-child":
-        return stock_child(args)
-    setup_logging(args.verbose)
-    systems = [x.strip() for x in args.systems.split(",") if x.strip()]
-    unknown = sorted(set(systems) - set(SYSTEMS))
-    if unknown or args.trials < 1:
-        print(
-            f"bench.dispatch: error: --systems {unknown} unknown (use {SYSTEMS}) or "
-            f"--trials {args.trials} < 1",
-            file=sys.stderr,
-        )
-        return 2
+def run_all(args: argparse.Namespace, systems: list[str]) -> list[DispatchResult]:
+    """Every (d, workers, system) cell on one server: ``--mongo`` or a fresh embedded one."""
     from shared.embedded import start_embedded
 
-    info = machine()
     results: list[DispatchResult] = []
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strix-dispatch-")))
@@ -383,20 +355,32 @@ def main(argv: list[str] | None = None) -> int:
                     log.info("%s: %d worker(s), d=%gs, %d trials", system, w, d, args.trials)
                     results.append(run_case(url, system, w, d, args, logs))
                     print(table([asdict(results[-1])]).splitlines()[-1], flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(build_parser(), argv, QUICK)
+    if args.command == "stock-child":
+        return stock_child(args)
+    setup_logging(args.verbose)
+    systems = [x.strip() for x in args.systems.split(",") if x.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown or args.trials < 1:
+        print(
+            f"bench.dispatch: error: --systems {unknown} unknown (use {SYSTEMS}) or "
+            f"--trials {args.trials} < 1",
+            file=sys.stderr,
+        )
+        return 2
+    info = machine()
+    results = run_all(args, systems)
     print(f"\nmachine: {info}\n")
     print(table([asdict(r) for r in results]))
     if rows := ratios(results):
         print("\nratios (throughput > 1 and latency < 1 mean Strix is better):")
         print(table(rows))
-    save_json(
-        args.json,
-        {
-            "machine": info,
-            "args": vars(args),
-            "results": [asdict(r) for r in results],
-            "ratios": ratios(results),
-        },
-    )
+    payload = {"machine": info, "args": vars(args), "results": [asdict(r) for r in results]}
+    save_json(args.json, {**payload, "ratios": rows})
     return 0
 
 

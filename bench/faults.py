@@ -23,27 +23,68 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench._common import Harness, Report, setup_logging
+from bench._common import add_quick, make_parser, parse, setup_logging
+from bench.harness import Harness, Report
+from shared.store import State
 
-log = logging.getLogger("bench.faults")
+log = logging.getLogger(__name__)
 
 EXAMPLES = """
-examples:
   python -m bench.faults                       # A, B and C at full size (~2 min)
+  python -m bench.faults --quick               # all three, small (~40 s)
   python -m bench.faults --scenarios A --trials 30 --kills 10
   python -m bench.faults --scenarios B --down 8 # keep the server down longer than
                                                 # pymongo's 5 s server selection timeout
 """
+QUICK = {"trials": "10", "kills": "3", "every": "0.8"}
 
 
-def _finish(h: Harness, report: Report, n: int, timeout: float, started: float) -> Report:
+@dataclass
+class Setup:
+    """What every scenario is given: where it runs, its size, and which server."""
+
+    work_dir: Path
+    trials: int | None = None  # None: the scenario's own default
+    workers: int = 3
+    sleep_s: float = 1.0  # length of one toy trial
+    heartbeat: float = 0.5
+    url: str | None = None  # None: an embedded server the harness owns
+    db: str | None = None
+    timeout: float = 300.0
+
+    def size(self, default: int) -> int:
+        return self.trials or default
+
+    def harness(self, own_server: bool = False) -> Harness:
+        url, db = (None, None) if own_server else (self.url, self.db)
+        return Harness(self.work_dir, url, db, self.heartbeat, capacity=self.workers)
+
+
+@contextmanager
+def _study(
+    setup: Setup, report: Report, own_server: bool = False, robust: bool = False
+) -> Iterator[Harness]:
+    """A harness with ``setup.workers`` ready workers and the study running; closed after."""
+    h = setup.harness(own_server)
+    try:
+        h.spawn(setup.workers)
+        h.start_study(report.trials, setup.sleep_s, robust=robust)
+        yield h
+    finally:
+        h.close()
+
+
+def _finish(h: Harness, report: Report, setup: Setup) -> Report:
     """Wait for the study, then verify; a timeout is reported with the counts at that time."""
-    if not h.wait(h.study_done, timeout, step=0.2):
-        report.problems.append(f"study not finished after {timeout:.0f}s: {h.counts()}")
-    h.verify(n, report)
-    report.seconds = time.monotonic() - started
+    if not h.wait(h.study_done, setup.timeout, step=0.2):
+        report.problems.append(f"study not finished after {setup.timeout:.0f}s: {h.counts()}")
+    h.verify(report.trials, report)
+    report.seconds = time.monotonic() - h.started
     report.ok = not report.problems
     return report
 
@@ -51,53 +92,41 @@ def _finish(h: Harness, report: Report, n: int, timeout: float, started: float) 
 # --- A: kill -9 -------------------------------------------------------------------------
 
 
-def scenario_kill(
-    work_dir: Path,
-    *,
-    trials: int = 30,
-    workers: int = 3,
-    sleep_s: float = 1.0,
-    heartbeat: float = 0.5,
-    kills: int = 10,
-    every_s: float = 1.5,
-    url: str | None = None,
-    db: str | None = None,
-    seed: int = 0,
-    timeout: float = 300.0,
-) -> Report:
+def scenario_kill(setup: Setup, *, kills: int = 10, every_s: float = 1.5, seed: int = 0) -> Report:
     """Kill a random busy worker every ``every_s`` seconds (at most ``kills`` times)."""
-    rng = random.Random(seed)
-    report = Report("A kill-9", trials)
-    h = Harness(work_dir, url, db, heartbeat, max_attempts=20, capacity=workers)
-    lost: dict[int, int] = {}  # tid -> times its worker was killed under it
-    killed: list[int] = []
-    try:
-        h.spawn(workers)
-        started = time.monotonic()
-        h.start_study(trials, sleep_s)
-        while len(killed) < kills and not h.study_done():
-            time.sleep(every_s)
-            busy = [p for p in h.workers if p.poll() is None and h.held_by(p.pid)]
-            if not busy:
-                continue
-            victim = rng.choice(busy)
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait()
-            for tid in h.held_by(victim.pid):  # after the kill: nobody can finish these now
-                lost[tid] = lost.get(tid, 0) + 1
-            killed.append(victim.pid)
-            h.reap_exits()
-            h.spawn(1, wait=False)
-        _finish(h, report, trials, timeout, started)
+    report = Report("A kill-9", setup.size(30))
+    with _study(setup, report) as h:
+        killed, lost = _kill_loop(h, random.Random(seed), kills, every_s)
+        _finish(h, report, setup)
         _check_attempts(h, report, lost)
-    finally:
-        h.close()
     report.facts = {"kills": len(killed), "killed_trials": len(lost), **report.facts}
     return report
 
 
+def _kill_loop(
+    h: Harness, rng: random.Random, kills: int, every_s: float
+) -> tuple[list[int], dict[int, int]]:
+    """The pids killed, and how often each trial lost its worker to a kill."""
+    lost: dict[int, int] = {}  # tid -> times its worker was killed under it
+    killed: list[int] = []
+    while len(killed) < kills and not h.study_done():
+        time.sleep(every_s)
+        busy = [p for p in h.workers if p.poll() is None and h.held_by(p.pid)]
+        if not busy:
+            continue
+        victim = rng.choice(busy)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        for tid in h.held_by(victim.pid):  # after the kill: nobody can finish these now
+            lost[tid] = lost.get(tid, 0) + 1
+        killed.append(victim.pid)
+        h.reap_exits()
+        h.spawn(1, wait=False)
+    return killed, lost
+
+
 def _check_attempts(h: Harness, report: Report, lost: dict[int, int]) -> None:
-    docs = {d["tid"]: d for d in h.store.find_jobs({"exp_key": h.exp_key})}
+    docs = h.trials()
     for tid, times in sorted(lost.items()):
         attempts = (docs.get(tid) or {}).get("attempts") or 0
         if attempts < times:
@@ -108,71 +137,46 @@ def _check_attempts(h: Harness, report: Report, lost: dict[int, int]) -> None:
 # --- B: restart the server ----------------------------------------------------------------
 
 
-def scenario_restart(
-    work_dir: Path,
-    *,
-    trials: int = 20,
-    workers: int = 3,
-    sleep_s: float = 1.0,
-    heartbeat: float = 0.5,
-    down_s: float = 0.0,
-    robust: bool = False,
-    timeout: float = 300.0,
-) -> Report:
+def scenario_restart(setup: Setup, *, down_s: float = 0.0, robust: bool = False) -> Report:
     """Stop the embedded server mid-study, keep it down ``down_s``, start it again."""
     from shared.embedded import start_embedded
 
-    report = Report(f"B restart (down {down_s:g}s)", trials)
-    h = Harness(work_dir, heartbeat=heartbeat, capacity=workers)
-    try:
-        h.spawn(workers)
-        started = time.monotonic()
-        h.start_study(trials, sleep_s, robust=robust)
-        h.wait(lambda: h.counts()["done"] >= trials // 3, timeout)
+    report = Report(f"B restart (down {down_s:g}s)", setup.size(20))
+    # only a server the harness owns can be restarted
+    with _study(setup, report, own_server=True, robust=robust) as h:
+        h.wait(lambda: h.counts()["done"] >= report.trials // 3, setup.timeout)
         assert h.server is not None
         server, t0 = h.server, time.monotonic()
         server.stop()
         time.sleep(down_s)
         h.server = start_embedded(server.data_dir, server.host, server.port)
         report.facts["outage_s"] = round(time.monotonic() - t0, 2)
-        _finish(h, report, trials, timeout, started)
-        h.reap_exits()
-        if h.exited:
-            report.problems.append(f"workers died instead of reconnecting: {h.exited}")
-            report.ok = False
-        report.facts["coordinator_errors_recovered"] = len(h.recovered)
-        report.facts["tracebacks"] = {
-            "fatal": h.study_errors,
-            "recovered": h.recovered,
-            "dead workers": [f"worker {pid}:\n{h.log_tail(pid)}" for pid in h.exited],
-        }
-    finally:
-        h.close()
+        _finish(h, report, setup)
+        _check_survivors(h, report)
     return report
+
+
+def _check_survivors(h: Harness, report: Report) -> None:
+    h.reap_exits()
+    if h.exited:
+        report.problems.append(f"workers died instead of reconnecting: {h.exited}")
+        report.ok = False
+    report.facts["coordinator_errors_recovered"] = len(h.recovered)
+    report.facts["tracebacks"] = {
+        "fatal": h.study_errors,
+        "recovered": h.recovered,
+        "dead workers": [f"worker {pid}:\n{h.log_tail(pid)}" for pid in h.exited],
+    }
 
 
 # --- C: SIGTERM everyone ---------------------------------------------------------------
 
 
-def scenario_sigterm(
-    work_dir: Path,
-    *,
-    trials: int = 12,
-    workers: int = 3,
-    sleep_s: float = 1.0,
-    heartbeat: float = 0.5,
-    url: str | None = None,
-    db: str | None = None,
-    timeout: float = 300.0,
-) -> Report:
+def scenario_sigterm(setup: Setup) -> Report:
     """SIGTERM every worker while each runs a trial, then let new workers finish."""
-    report = Report("C sigterm-all", trials)
-    h = Harness(work_dir, url, db, heartbeat, capacity=workers)
-    try:
-        h.spawn(workers)
-        started = time.monotonic()
-        h.start_study(trials, sleep_s)
-        if not h.wait(lambda: len(h.running()) == workers, timeout):
+    report = Report("C sigterm-all", setup.size(12))
+    with _study(setup, report) as h:
+        if not h.wait(lambda: len(h.running()) == setup.workers, setup.timeout):
             report.problems.append("the workers never ran a trial each")
         held = {j["tid"] for j in h.running()}
         victims = list(h.workers)
@@ -181,14 +185,12 @@ def scenario_sigterm(
         codes = [p.wait(60) for p in victims]
         h.reap_exits()
         _check_requeued(h, report, held, codes)
-        h.spawn(workers)
-        _finish(h, report, trials, timeout, started)
-        docs = {d["tid"]: d for d in h.store.find_jobs({"exp_key": h.exp_key})}
+        h.spawn(setup.workers)
+        _finish(h, report, setup)
+        docs = h.trials()
         missing = [t for t in held if not (docs.get(t) or {}).get("requeues")]
         if missing:
             report.problems.append(f"held trials without a requeue count: {missing}")
-    finally:
-        h.close()
     return report
 
 
@@ -197,8 +199,8 @@ def _check_requeued(h: Harness, report: Report, held: set[int], codes: list[int]
     report.facts["requeued_trials"] = len(held)
     if any(codes):
         report.problems.append(f"workers exited with {codes} after one SIGTERM, expected 0")
-    for doc in h.store.find_jobs({"exp_key": h.exp_key, "tid": {"$in": sorted(held)}}):
-        if doc["state"] != 0 or doc.get("owner") is not None:
+    for doc in h.trials(sorted(held)).values():
+        if doc["state"] != State.NEW or doc.get("owner") is not None:
             report.problems.append(f"trial {doc['tid']} is state {doc['state']} after SIGTERM")
         if doc.get("requeue_reason") != "worker stopped by signal" or doc.get("attempts"):
             report.problems.append(f"trial {doc['tid']} was not requeued gracefully: {doc}")
@@ -208,11 +210,10 @@ def _check_requeued(h: Harness, report: Report, held: set[int], codes: list[int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.faults",
-        description="Kill, restart and signal real Strix processes mid-study; check the study.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = make_parser(
+        "python -m bench.faults",
+        "Kill, restart and signal real Strix processes mid-study; check the study.",
+        EXAMPLES,
     )
     p.add_argument("--scenarios", default="A,B,C", help="any of A,B,C (default all)")
     p.add_argument("--trials", type=int, help="trials per scenario (default 30/20/12)")
@@ -221,22 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sleep", type=float, default=1.0, help="toy trial length, s")
     p.add_argument("--down", type=float, default=0.0, help="B: seconds the server stays down")
     p.add_argument("--robust", action="store_true", help="B: rerun the coordinator on errors")
+    add_quick(p, QUICK)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv, QUICK)
     setup_logging(args.verbose)
-    size = {"trials": args.trials} if args.trials else {}
     runs = {
-        "A": lambda d: scenario_kill(
-            d, kills=args.kills, every_s=args.every, sleep_s=args.sleep, **size
-        ),
-        "B": lambda d: scenario_restart(
-            d, down_s=args.down, robust=args.robust, sleep_s=args.sleep, **size
-        ),
-        "C": lambda d: scenario_sigterm(d, sleep_s=args.sleep, **size),
+        "A": lambda s: scenario_kill(s, kills=args.kills, every_s=args.every),
+        "B": lambda s: scenario_restart(s, down_s=args.down, robust=args.robust),
+        "C": scenario_sigterm,
     }
     names = [n.strip() for n in args.scenarios.upper().split(",") if n.strip()]
     if not names or set(names) - set(runs):
@@ -249,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"strix-faults-{name}-") as tmp:
-            reports.append(runs[name](Path(tmp)))
+            setup = Setup(Path(tmp), trials=args.trials, sleep_s=args.sleep)
+            reports.append(runs[name](setup))
         print(reports[-1].line(), flush=True)
         for kind, tbs in reports[-1].facts.get("tracebacks", {}).items():
             for tb in tbs:

@@ -30,19 +30,31 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import OUT_DIR, child_env, machine, save_json, setup_logging, smaps_rollup
+from bench._common import (
+    OUT_DIR,
+    QUIET_TF,
+    add_quick,
+    machine,
+    make_parser,
+    parse,
+    save_json,
+    setup_logging,
+    smaps_rollup,
+)
 from bench._common import table as fmt_table
+from coordinator.procs import spawn
 
-log = logging.getLogger("bench.pipeline")
+log = logging.getLogger(__name__)
 
 EXAMPLES = """
-examples:
   python -m bench.pipeline                                  # 28/64/128 px, memory at 64 px
+  python -m bench.pipeline --quick                          # 28 px, 2 processes at 28 px
   python -m bench.pipeline --sizes 28,64 --skip-memory
   python -m bench.pipeline --mem-size 128 --mem-procs 4     # needs ~19 GB for float32
   python -m bench.pipeline --data-dir /usr/share/datasets/fashion-mnist --json out.json
 """
 CHUNK = 2048
+QUICK = {"sizes": "28", "mem_size": "28", "mem_procs": "2"}
 
 
 def all_images(data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -204,22 +216,10 @@ def memory(size: int, procs: int, data_dir: str | None, cache_dir: str) -> list[
 def _start_mem_child(
     mode: str, size: int, data_dir: str | None, cache_dir: str
 ) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.pipeline",
-        "mem-child",
-        "--mode",
-        mode,
-        "--size",
-        str(size),
-        "--cache-dir",
-        cache_dir,
-        *(["--data-dir", data_dir] if data_dir else []),
-    ]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env()
-    )
+    argv = ["mem-child", "--mode", mode, "--size", size, "--cache-dir", cache_dir]
+    argv += ["--data-dir", data_dir] if data_dir else []
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": None, "text": True}
+    proc = spawn("bench.pipeline", argv, env=QUIET_TF, **pipes)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("ready"):
         proc.kill()
@@ -231,12 +231,11 @@ def _start_mem_child(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.pipeline",
-        description="Resize speed and fidelity (OpenCV vs tf.image.resize) and the memory of "
-        "the shared uint8 cache against per-process float32 arrays.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = make_parser(
+        "python -m bench.pipeline",
+        "Resize speed and fidelity (OpenCV vs tf.image.resize) and the memory of the shared "
+        "uint8 cache against per-process float32 arrays.",
+        EXAMPLES,
     )
     sub = p.add_subparsers(dest="command")
     child = sub.add_parser("mem-child", help="internal: one worker-like process")
@@ -253,11 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", help="Fashion-MNIST idx files (default: STRIX_DATA_DIR, Debian path)")
     a("--out-dir", default=str(OUT_DIR), help=f"grid PNG goes here (default {OUT_DIR})")
     a("--json", help="write the results here")
+    add_quick(p, QUICK)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv, QUICK)
     if args.command == "mem-child":
         return mem_child(args)
     setup_logging()

@@ -10,18 +10,21 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.faults import Harness, Report, scenario_kill, scenario_restart, scenario_sigterm
-from shared.store import JOB_STATE_DONE, JOB_STATE_NEW
+from bench.faults import Setup, scenario_kill, scenario_restart, scenario_sigterm
+from bench.harness import Harness, Report
+from shared.embedded import EmbeddedServer
+from shared.store import State
 
 pytestmark = pytest.mark.slow
 
 
 def _doc(h: Harness, tid: int) -> dict:
-    (doc,) = h.store.find_jobs({"exp_key": h.exp_key, "tid": tid})
+    (doc,) = h.trials([tid]).values()
     return doc
 
 
@@ -58,7 +61,7 @@ def test_kill9_mid_trial_is_requeued_after_grace_and_finished_elsewhere(
         assert h.wait(h.study_done, 120)
         _assert_clean(h, 4)
         doc = _doc(h, tid)
-        assert doc["state"] == JOB_STATE_DONE and _pid_of(doc) == b.pid
+        assert doc["state"] == State.DONE and _pid_of(doc) == b.pid
         assert doc.get("attempts", 0) >= 1
         assert "stopped sending heartbeats" in doc.get("requeue_reason", "")
     finally:
@@ -77,7 +80,7 @@ def test_sigterm_mid_trial_goes_back_to_new_and_finishes_elsewhere(
         a.send_signal(signal.SIGTERM)
         assert a.wait(30) == 0
         doc = _doc(h, tid)
-        assert doc["state"] == JOB_STATE_NEW and doc.get("owner") is None
+        assert doc["state"] == State.NEW and doc.get("owner") is None
         assert doc.get("requeues") == 1 and not doc.get("attempts")
         assert doc.get("requeue_reason") == "worker stopped by signal"
         assert h.counts()["error"] == 0
@@ -85,42 +88,31 @@ def test_sigterm_mid_trial_goes_back_to_new_and_finishes_elsewhere(
         assert h.wait(h.study_done, 120)
         _assert_clean(h, 3)
         doc = _doc(h, tid)
-        assert doc["state"] == JOB_STATE_DONE and _pid_of(doc) == b.pid
+        assert doc["state"] == State.DONE and _pid_of(doc) == b.pid
         assert doc.get("requeues") == 1 and not doc.get("attempts")
     finally:
         h.close()
 
 
 def test_scenario_a_kill9_workers_repeatedly(mongo_url: str, db_name: str, tmp_path: Path) -> None:
-    report = scenario_kill(
-        tmp_path,
-        trials=10,
-        workers=2,
-        sleep_s=1.0,
-        kills=3,
-        every_s=0.8,
-        url=mongo_url,
-        db=db_name,
-        timeout=180,
-    )
+    setup = Setup(tmp_path, trials=10, workers=2, url=mongo_url, db=db_name, timeout=180)
+    report = scenario_kill(setup, kills=3, every_s=0.8)
     assert report.ok, report.line()
     assert report.facts["kills"] == 3, report.line()
     assert report.facts["max_attempts_seen"] >= 1, report.line()
 
 
 def test_scenario_c_sigterm_every_worker(mongo_url: str, db_name: str, tmp_path: Path) -> None:
-    report = scenario_sigterm(
-        tmp_path, trials=6, workers=2, sleep_s=1.0, url=mongo_url, db=db_name, timeout=180
-    )
+    setup = Setup(tmp_path, trials=6, workers=2, url=mongo_url, db=db_name, timeout=180)
+    report = scenario_sigterm(setup)
     assert report.ok, report.line()
     assert report.facts["exit_codes"] == [0, 0] and report.facts["requeued_trials"] == 2
 
 
 def test_scenario_b_server_restart_workers_reconnect(tmp_path: Path) -> None:
     """Workers and the coordinator's own loop (``coordinator.study.run``) ride it out."""
-    report = scenario_restart(
-        tmp_path, trials=8, workers=2, sleep_s=0.5, down_s=1.0, robust=False, timeout=180
-    )
+    setup = Setup(tmp_path, trials=8, workers=2, sleep_s=0.5, timeout=180)
+    report = scenario_restart(setup, down_s=1.0, robust=False)
     assert report.ok, report.line()
     assert report.facts["outage_s"] >= 1.0
 
@@ -129,7 +121,7 @@ def test_scenario_b_server_restart_workers_reconnect(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def own_server(tmp_path: Path):
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     from shared.embedded import start_embedded
 
     server = start_embedded(tmp_path / "nx")
@@ -137,7 +129,7 @@ def own_server(tmp_path: Path):
     server.stop()
 
 
-def _restart(server, down_s: float):
+def _restart(server: EmbeddedServer, down_s: float) -> EmbeddedServer:
     from shared.embedded import start_embedded
 
     server.stop()
@@ -145,7 +137,9 @@ def _restart(server, down_s: float):
     return start_embedded(server.data_dir, server.host, server.port)
 
 
-def test_worker_survives_a_store_outage_at_trial_start(own_server, tmp_path: Path) -> None:
+def test_worker_survives_a_store_outage_at_trial_start(
+    own_server: EmbeddedServer, tmp_path: Path
+) -> None:
     import cloudpickle
     from hyperopt import base
 
@@ -168,7 +162,7 @@ def test_worker_survives_a_store_outage_at_trial_start(own_server, tmp_path: Pat
     worker.run_job(Active(job, None))  # must not raise: the reaper requeues the trial
 
 
-def test_coordinator_survives_a_store_restart(own_server, tmp_path: Path) -> None:
+def test_coordinator_survives_a_store_restart(own_server: EmbeddedServer, tmp_path: Path) -> None:
     import threading
 
     from coordinator.study import Study, run
