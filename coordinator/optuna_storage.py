@@ -132,23 +132,26 @@ class StrixStorage(BaseStorage):
                 return self._studies
             try:
                 names = self._read("studies")
-                known = {n: self._describe(n) for n in names}
+                found = {n: self._describe(n) for n in names}
             except StoreError as e:
                 if not self._studies:
                     raise
                 log.warning("store unavailable, showing the last study list: %s", e)
                 return self._studies
+            known = {n: info for n, info in found.items() if info is not None}
             self._studies, self._studies_at = known, self._clock()
             return known
 
-    def _describe(self, exp_key: str) -> StudyInfo:
+    def _describe(self, exp_key: str) -> StudyInfo | None:
+        """A study's id, model and space; None if its jobs are gone (a dropped study)."""
         info = self._studies.get(exp_key)
         if info is None:
-            (first,) = self._read("trials_in", exp_key, fields=["strix"], limit=1)
-            model = (first.get("strix") or {}).get("model")
+            first = self._read("trials_in", exp_key, fields=["strix"], limit=1)
+            if not first:
+                return None
+            tid, model = first[0]["tid"], (first[0].get("strix") or {}).get("model")
             taken = {s.study_id for s in self._studies.values()}
-            study_id = first["tid"] if first["tid"] not in taken else max(taken) + 1
-            info = StudyInfo(study_id, exp_key, model)
+            info = StudyInfo(tid if tid not in taken else max(taken) + 1, exp_key, model)
         if not info.settled:
             self._read_domain(info)
         return info
@@ -163,16 +166,16 @@ class StrixStorage(BaseStorage):
         from shared.domain import load_domain
 
         try:
-            blob = self._read("attachment", DOMAIN, info.exp_key)
-            domain = load_domain(blob, self.allow_modules)
-            info.params = space_params(domain.expr)
+            domain = load_domain(self._read("attachment", DOMAIN, info.exp_key), self.allow_modules)
         except StrixError as e:
             info.settled = isinstance(e, MissingAttachment) or not isinstance(e, StoreError)
             log.info("study %s: no search space (%s); params from the values", info.exp_key, e)
             return
+        info.objective, info.settled = objective_of(domain), True
+        try:
+            info.params = space_params(domain.expr)
         except Exception as e:  # a space this mapping does not understand: not fatal
             log.warning("study %s: cannot map its search space (%r)", info.exp_key, e)
-        info.objective, info.settled = objective_of(domain), True
 
     def _study(self, study_id: int) -> StudyInfo:
         for info in self._known().values():
@@ -213,7 +216,7 @@ class StrixStorage(BaseStorage):
             except StoreError as e:
                 if at == -math.inf:
                     raise
-                log.warning("store unavailable, showing the last trials of %s: %s", info, e)
+                log.warning("store unavailable, showing the last trials of %s: %s", info.exp_key, e)
                 return trials
             self._snapshots[info.study_id] = (self._clock(), trials)
             self._trial_study.update((t._trial_id, info.study_id) for t in trials)

@@ -403,6 +403,30 @@ def test_the_command_serves_on_loopback_and_stops_cleanly(live: Store, mongo_ser
     assert proc.returncode == 0 and err == "", err
 
 
+def test_a_mongodb_restart_keeps_the_page_and_it_catches_up(tmp_path: Path, caplog):
+    """Its own embedded server, stopped and started again on the same data and port."""
+    from shared.embedded import start_embedded
+
+    server = start_embedded(tmp_path / "nx")
+    store = connect(server.url, "restart", timeout_ms=1000)
+    try:
+        post_toy(store, "s", 2)
+        storage = StrixStorage(store, ttl_s=0.1)
+        sid = study_id(storage, "s")
+        assert len(storage.get_all_trials(sid)) == 2
+        server.stop()
+        time.sleep(0.2)
+        assert len(storage.get_all_trials(sid)) == 2  # the last snapshot, with a warning
+        assert [s.study_name for s in storage.get_all_studies()] == ["s"]
+        assert "store unavailable" in caplog.text
+        server = start_embedded(tmp_path / "nx", port=server.port)
+        post_toy(store, "s", 1)
+        assert wait_until(lambda: len(storage.get_all_trials(sid)) == 3, 15)
+    finally:
+        store.close()
+        server.stop()
+
+
 def live_state(name: str) -> Any:
     from shared.store import State
 
