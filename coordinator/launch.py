@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared import catalog, cli, defaults, settings
+from shared import backend, catalog, cli, defaults, settings
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports (TensorFlow, OpenCV, hyperopt) wait until they are needed
@@ -35,7 +35,7 @@ EXAMPLES = """
   strix launch --model convstrix --exp-key convstrix-128px --max-evals 50
 """
 SHARED = ("exp_key", "data_dir", "cache_dir", "weights_dir", "home", "heartbeat")
-SHARED += ("max_attempts", "gpu_capacity")
+SHARED += ("max_attempts", "gpu_capacity", "backend", "precision")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class LaunchConfig:
     progress: bool
     home: Path
     weights_dir: str | None = None
+    backend: str = "tensorflow"
+    precision: str = "float32"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,8 +122,8 @@ def _check(args: argparse.Namespace) -> int:
     info = catalog.entry(args.model)
     for flag in ("max_evals", "max_epochs", "image_size", "max_queue_len"):
         _check_positive("--" + flag.replace("_", "-"), getattr(args, flag))
-    if args.patience < 0:
-        raise ConfigError(f"--patience must be >= 0 epochs, got {args.patience}; e.g. 5")
+    if args.patience < 1:  # Budget's rule: early stopping waits at least one epoch
+        raise ConfigError(f"--patience must be >= 1 epoch, got {args.patience}; e.g. 5")
     if args.local_workers < 0:
         raise ConfigError(f"--local-workers must be >= 0, got {args.local_workers}; e.g. 2")
     size = info.image_size if args.image_size is None else args.image_size
@@ -165,6 +167,8 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         progress=not args.no_progress,
         home=home,
         weights_dir=v["weights_dir"],
+        backend=v["backend"],
+        precision=v["precision"],
     )
     _check_sources(cfg)
     return cfg
@@ -176,6 +180,7 @@ def _check_sources(cfg: LaunchConfig) -> None:
     from shared.data import find_data_dir
 
     data_spec(cfg)
+    backend.select(cfg.backend)  # installed? (the workers select it again in their process)
     if cfg.data_dir is not None:
         find_data_dir(cfg.data_dir)
     if cfg.mongo is not None:
@@ -200,13 +205,10 @@ def data_spec(cfg: LaunchConfig) -> DataSpec:
 def make_study(cfg: LaunchConfig, store: Store, source: dict) -> Study:
     from coordinator.study import Study
     from shared.jobs import keras_space, objective
-    from shared.models import get_model
-    from shared.training import Budget
+    from shared.spaces import SPACES
 
-    params = get_model(cfg.model).space(
-        image_size=cfg.image_size, clamp=cfg.clamp, augment=cfg.augment
-    )
-    budget = Budget(max_epochs=cfg.max_epochs, patience=cfg.patience).to_dict()
+    params = SPACES[cfg.model](image_size=cfg.image_size, clamp=cfg.clamp, augment=cfg.augment)
+    budget = {"max_epochs": cfg.max_epochs, "patience": cfg.patience}  # Keras-free: no Budget
     space = keras_space(
         cfg.model,
         params,
@@ -233,7 +235,7 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict) -> Study:
 def worker_args(cfg: LaunchConfig, url: str, data_dir: str | None) -> list[str]:
     args = ["--mongo", url, "--exp-key", cfg.exp_key] + (["--db", cfg.db] if cfg.db else [])
     args += ["--heartbeat", str(cfg.heartbeat), "--max-attempts", str(cfg.max_attempts)]
-    args += ["--home", str(cfg.home)]
+    args += ["--home", str(cfg.home), "--backend", cfg.backend, "--precision", cfg.precision]
     for flag, value in (
         ("--data-dir", data_dir),
         ("--cache-dir", cfg.cache_dir),

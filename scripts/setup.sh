@@ -14,7 +14,7 @@ fi
 stamp=.venv/.strix-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,jax]"  # jax: the suite also runs on JAX
   touch "$stamp"
 fi
 

@@ -231,6 +231,29 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("isolate", "run each trial in a fresh subprocess", False, _bool, group=_WORKER),
         Setting(
+            "backend",
+            "Keras backend: tensorflow, jax or torch (the extras [jax] and [torch] install them)",
+            "tensorflow",
+            env="KERAS_BACKEND",
+            check=lambda v: (
+                None
+                if v in ("tensorflow", "jax", "torch")
+                else (f"must be tensorflow, jax or torch, got {v!r}")
+            ),
+            group=_WORKER,
+        ),
+        Setting(
+            "precision",
+            "float32, mixed_bfloat16 or mixed_float16 (Keras's mixed-precision policy)",
+            "float32",
+            check=lambda v: (
+                None
+                if v in ("float32", "mixed_bfloat16", "mixed_float16")
+                else (f"must be float32, mixed_bfloat16 or mixed_float16, got {v!r}")
+            ),
+            group=_WORKER,
+        ),
+        Setting(
             "fake_gpus",
             "pretend this host has N GPUs, computing on the CPU (tests)",
             env=d.ENV_FAKE_GPUS,

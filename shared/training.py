@@ -25,9 +25,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from shared import defaults
+from shared import backend, defaults
 from shared.callbacks import EpochRecorder, EpochSink, History, StopOnEvent, StopOnNonFinite
 from shared.data import Dataset
 from shared.errors import ConfigError, ModelError
@@ -170,7 +169,12 @@ def run_trial(
     recorder = EpochRecorder(on_epoch)
     if stop is not None:
         callbacks = [StopOnEvent(stop), *callbacks]
-    base: dict[str, Any] = {"model": model_name, "image_size": int(data.spec.image_size)}
+    base: dict[str, Any] = {
+        "model": model_name,
+        "image_size": int(data.spec.image_size),
+        "backend": backend.current(),
+        "precision": keras.mixed_precision.global_policy().name,
+    }
     model = None
     try:
         model, _ = train(
@@ -193,8 +197,8 @@ def run_trial(
     except ModelError as exc:
         log.info("trial %s failed to build: %s", model_name, exc)
         return _fail(base, recorder, f"model cannot be built: {exc}")
-    except (tf.errors.OpError, MemoryError) as exc:
-        if not _is_oom(exc):
+    except Exception as exc:  # each backend raises its own out-of-memory type
+        if not backend.is_oom(exc):
             raise
         log.warning("trial %s ran out of memory: %s", model_name, _first_line(exc))
         return {**_fail(base, recorder, "oom"), "detail": _first_line(exc)}
@@ -346,7 +350,7 @@ def _seed(seed: int | None, deterministic: bool) -> None:
         keras.utils.set_random_seed(int(seed))
     if deterministic:
         # Process-wide and sticky: a worker that asks for it once keeps it.
-        tf.config.experimental.enable_op_determinism()
+        backend.enable_determinism()
 
 
 def _batch_size(value: Any) -> int:
@@ -354,13 +358,6 @@ def _batch_size(value: Any) -> int:
     if not ok or value != int(value) or int(value) < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {value!r}; e.g. 32.")
     return int(value)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, (MemoryError, tf.errors.ResourceExhaustedError)):
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or " oom " in f" {text} "
 
 
 def _first_line(exc: BaseException) -> str:

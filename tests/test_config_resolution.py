@@ -122,7 +122,7 @@ def test_worker_honours_explicit_values() -> None:
         (["--heartbeat", "0"], "--heartbeat must be > 0, got 0.0"),
         (["--image-size", "0"], "--image-size must be a positive integer, got 0"),
         (["--max-queue-len", "0"], "--max-queue-len must be a positive integer, got 0"),
-        (["--patience", "-1"], "--patience must be >= 0 epochs, got -1"),
+        (["--patience", "0"], "--patience must be >= 1 epoch, got 0"),
     ],
 )
 def test_launch_zeros_are_refused_not_defaulted(argv: list[str], fragment: str) -> None:
@@ -130,9 +130,9 @@ def test_launch_zeros_are_refused_not_defaulted(argv: list[str], fragment: str) 
         launch.resolve(launch.build_parser().parse_args(["--model", "baseline", *argv]))
 
 
-def test_launch_honours_patience_zero() -> None:
-    args = launch.build_parser().parse_args(["--model", "baseline", "--patience", "0"])
-    assert launch.resolve(args).patience == 0
+def test_launch_honours_patience_one() -> None:
+    args = launch.build_parser().parse_args(["--model", "baseline", "--patience", "1"])
+    assert launch.resolve(args).patience == 1
 
 
 def test_allowed_modules_come_from_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:

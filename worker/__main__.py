@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 
-from shared import cli
+from shared import backend, cli
 from worker import gpus
 from worker.config import build_parser, resolve
 
@@ -38,6 +38,7 @@ def _install_signals(worker: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
+    backend.select(cfg.backend)  # before anything imports Keras
     inventory = gpus.detect(cfg.fake_gpus, cfg.gpus)
     forced = gpus.forced_gpu(inventory, cfg.gpu)
     from shared.store import connect  # pymongo only; TF is not imported yet

@@ -53,6 +53,8 @@ class WorkerConfig:
     gpu: str | None = None
     home: str = "~/.strix"
     weights_dir: str | None = None
+    backend: str = "tensorflow"
+    precision: str = "float32"
 
 
 SETTINGS = (
@@ -78,6 +80,8 @@ SETTINGS = (
     "gpus",
     "gpu",
     "home",
+    "backend",
+    "precision",
 )
 
 
@@ -168,6 +172,8 @@ def resolve(args: argparse.Namespace) -> WorkerConfig:
         gpu=v["gpu"],
         home=v["home"],
         weights_dir=v["weights_dir"],
+        backend=v["backend"],
+        precision=v["precision"],
     )
     validate(cfg)
     return cfg

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shared import backend
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
@@ -223,6 +224,8 @@ class Worker:
             job=job,
             weights_dir=self.cfg.weights_dir,
         )
+        if config.model != "toy":
+            backend.set_precision(self.cfg.precision)  # imports Keras on the chosen backend
         with run_context(ctx):
             return runner(domain.fn)(config)
 

@@ -116,7 +116,11 @@ def dense_head(
 
 
 def classifier(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
-    return keras.layers.Dense(int(num_classes), activation="softmax", name="predictions")(x)
+    """The softmax stays float32 under a mixed-precision policy: its probabilities and
+    the loss on them need the range, as Keras's mixed-precision guide advises."""
+    return keras.layers.Dense(
+        int(num_classes), activation="softmax", name="predictions", dtype="float32"
+    )(x)
 
 
 def backbone_weights(weights: str | None, model: str) -> str | None:
