@@ -135,3 +135,27 @@ def test_a_study_finishes_on_jax_without_tensorflow(
     docs = store.trials_in("on-jax", [State.DONE], ["result"])
     assert len(docs) == 2 and {d["result"]["backend"] for d in docs} == {"jax"}
     assert "No module named 'tensorflow'" not in logs
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_study_runs_on_cpu_with_the_gpu_parts_skipped(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """bench/gpu_study.py is Strix's real launch/worker/server path on JAX; on a machine
+    without nvidia-smi it runs its smallest grid and says the GPU figures were skipped."""
+    out = tmp_path / "gpu.json"
+    argv = [sys.executable, "-m", "bench.gpu_study", "--cpu", "--data-dir", str(data_dir)]
+    res = subprocess.run(
+        [*argv, "--out", str(out)],
+        cwd=ROOT,
+        env=_env("jax"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert cell["ok"] == 2 and cell["trials_per_hour"] > 0 and cell["best_val_accuracy"] > 0
+    if not __import__("shutil").which("nvidia-smi"):
+        assert "GPU memory and utilisation skipped" in res.stdout
+        assert cell["gpu_mem_peak_mib"] is None
