@@ -115,6 +115,30 @@ def dense_head(
     return classifier(x, num_classes)
 
 
+def flat_head_model(
+    inputs: keras.KerasTensor,
+    x: keras.KerasTensor,
+    name: str,
+    fcl: tuple[int, int, float],
+    activation: str,
+    num_classes: int,
+) -> keras.Model:
+    """Flatten, the dense head (``fcl`` = layers, size, dropout), the model: how every
+    builder whose features end in a feature map finishes."""
+    x = keras.layers.Flatten(name="flatten")(x)
+    num_layers, layer_size, dropout_rate = fcl
+    outputs = dense_head(
+        x,
+        num_layers=num_layers,
+        layer_size=layer_size,
+        dropout_rate=dropout_rate,
+        activation=activation,
+        num_classes=num_classes,
+        model=name,
+    )
+    return keras.Model(inputs, outputs, name=name)
+
+
 def classifier(x: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
     """The softmax stays float32 under a mixed-precision policy: its probabilities and
     the loss on them need the range, as Keras's mixed-precision guide advises."""

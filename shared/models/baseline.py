@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from shared.models._head import check_shape, dense_head, image_input
+from shared.models._head import check_shape, flat_head_model, image_input
 
 NAME = "baseline"
 
@@ -29,14 +29,5 @@ def build(
     check_shape(input_shape, min_size=1, model=NAME)
     inputs, x = image_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    outputs = dense_head(
-        x,
-        num_layers=fcl_num_layers,
-        layer_size=fcl_layer_size,
-        dropout_rate=fcl_dropout_rate,
-        activation=activation,
-        num_classes=num_classes,
-        model=NAME,
-    )
-    return keras.Model(inputs, outputs, name=NAME)
+    fcl = (fcl_num_layers, fcl_layer_size, fcl_dropout_rate)
+    return flat_head_model(inputs, x, NAME, fcl, activation, num_classes)

@@ -16,7 +16,7 @@ from shared.models._head import (
     check_choice,
     check_positive,
     check_shape,
-    dense_head,
+    flat_head_model,
     image_input,
 )
 from shared.spaces import max_blocks
@@ -71,14 +71,5 @@ def build(
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     for i in range(1, num_blocks + 1):
         x = _block(x, i, block_size, activation, last=i == num_blocks)
-    x = keras.layers.Flatten(name="flatten")(x)
-    outputs = dense_head(
-        x,
-        num_layers=fcl_num_layers,
-        layer_size=fcl_layer_size,
-        dropout_rate=fcl_dropout_rate,
-        activation=activation,
-        num_classes=num_classes,
-        model=NAME,
-    )
-    return keras.Model(inputs, outputs, name=NAME)
+    fcl = (fcl_num_layers, fcl_layer_size, fcl_dropout_rate)
+    return flat_head_model(inputs, x, NAME, fcl, activation, num_classes)

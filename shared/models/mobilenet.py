@@ -20,6 +20,8 @@ where v1 has 256 at that depth, the wide part being a 192-channel depthwise in b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 
 from shared.catalog import CATALOG
@@ -77,47 +79,36 @@ def _build(
     return keras.Model(inputs, classifier(x, num_classes), name=name)
 
 
-def build(
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int = 10,
-    dropout_rate: float = 0.2,
-    weights: str | None = "imagenet",
-    aug_crop: float = 0.0,
-    aug_flip: float = 0.0,
-    aug_rotate: float = 0.0,
-) -> keras.Model:
-    """Full MobileNetV2 transfer model (>= 56 px); ``weights``: "imagenet", None or .h5."""
-    return _build(
-        input_shape,
-        name="mobilenet",
-        min_size=MIN_SIZE,
-        lite=False,
-        num_classes=num_classes,
-        dropout_rate=dropout_rate,
-        weights=weights,
-        aug=(aug_crop, aug_flip, aug_rotate),
-    )
+def _variant(name: str, min_size: int, lite: bool, doc: str) -> Callable[..., keras.Model]:
+    """One public builder per variant, each with the flat keyword signature the model
+    registry reads (the two differ only in where the backbone is cut)."""
+
+    def build(
+        *,
+        input_shape: tuple[int, int, int],
+        num_classes: int = 10,
+        dropout_rate: float = 0.2,
+        weights: str | None = "imagenet",
+        aug_crop: float = 0.0,
+        aug_flip: float = 0.0,
+        aug_rotate: float = 0.0,
+    ) -> keras.Model:
+        return _build(
+            input_shape,
+            name=name,
+            min_size=min_size,
+            lite=lite,
+            num_classes=num_classes,
+            dropout_rate=dropout_rate,
+            weights=weights,
+            aug=(aug_crop, aug_flip, aug_rotate),
+        )
+
+    build.__doc__ = doc
+    return build
 
 
-def build_lite(
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int = 10,
-    dropout_rate: float = 0.2,
-    weights: str | None = "imagenet",
-    aug_crop: float = 0.0,
-    aug_flip: float = 0.0,
-    aug_rotate: float = 0.0,
-) -> keras.Model:
-    """MobileNetV2 cut after its 5th inverted-residual block (>= 32 px)."""
-    return _build(
-        input_shape,
-        name="mobilenet_lite",
-        min_size=LITE_MIN_SIZE,
-        lite=True,
-        num_classes=num_classes,
-        dropout_rate=dropout_rate,
-        weights=weights,
-        aug=(aug_crop, aug_flip, aug_rotate),
-    )
+build = _variant("mobilenet", MIN_SIZE, False, "Full MobileNetV2 transfer model (>= 56 px).")
+build_lite = _variant(
+    "mobilenet_lite", LITE_MIN_SIZE, True, "MobileNetV2 cut after its 5th inverted-residual block."
+)

@@ -23,7 +23,7 @@ from shared.models._head import (
     backbone_weights,
     check_choice,
     check_shape,
-    dense_head,
+    flat_head_model,
     image_input,
 )
 
@@ -94,14 +94,5 @@ def build(
     x = CaffePreprocess(name="vgg_preprocess")(x)
     x = _vgg19(height, width, weights)(x, training=False)
     x = _extra_blocks(x, num_blocks, block_size, activation)
-    x = keras.layers.Flatten(name="flatten")(x)
-    outputs = dense_head(
-        x,
-        num_layers=fcl_num_layers,
-        layer_size=fcl_layer_size,
-        dropout_rate=fcl_dropout_rate,
-        activation=activation,
-        num_classes=num_classes,
-        model=NAME,
-    )
-    return keras.Model(inputs, outputs, name=NAME)
+    fcl = (fcl_num_layers, fcl_layer_size, fcl_dropout_rate)
+    return flat_head_model(inputs, x, NAME, fcl, activation, num_classes)
