@@ -234,15 +234,3 @@ def open_jobs(target: MongoTarget, timeout_ms: int | None = None) -> MongoJobs:
 
 
 StrixMongoJobs = MongoJobs  # the name used before the hyperopt-compatible API
-
-__all__ = [
-    "JOB_STATE_DONE",
-    "JOB_STATE_ERROR",
-    "JOB_STATE_NEW",
-    "JOB_STATE_RUNNING",
-    "STATES",
-    "MongoJobs",
-    "ScopedGridFS",
-    "StrixMongoJobs",
-    "open_jobs",
-]
