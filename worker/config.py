@@ -143,37 +143,25 @@ def _modules(mods: tuple[str, ...]) -> tuple[str, ...]:
     return mods
 
 
+# settings that go into WorkerConfig under their own name, unchanged
+_AS_IS = ("db", "exp_key", "max_jobs", "max_jobs_in_db", "poll_cap", "reserve_timeout")
+_AS_IS += ("max_consecutive_failures", "last_job_timeout", "heartbeat", "gpu_capacity")
+_AS_IS += ("max_attempts", "data_dir", "host", "fake_gpus", "gpus", "gpu", "home")
+_AS_IS += ("weights_dir", "backend", "precision")
+
+
 def resolve(args: argparse.Namespace) -> WorkerConfig:
     v = settings.resolve(args, ("mongo", "db", "isolate", *SETTINGS), host=os.uname().nodename)
     grace = v["grace"] if v["grace"] is not None else defaults.GRACE_FACTOR * v["heartbeat"]
     cfg = WorkerConfig(
+        **{k: v[k] for k in _AS_IS},
         mongo=mongo_url(v["mongo"] or defaults.MONGO_URL),
-        db=v["db"],
-        exp_key=v["exp_key"],
         workdir=Path(v["workdir"]) if v["workdir"] else None,
-        max_jobs=v["max_jobs"],
         poll_floor=v["poll_interval"],
-        poll_cap=v["poll_cap"],
-        reserve_timeout=v["reserve_timeout"],
-        max_consecutive_failures=v["max_consecutive_failures"],
-        last_job_timeout=v["last_job_timeout"],
-        heartbeat=v["heartbeat"],
         grace=grace,
-        gpu_capacity=v["gpu_capacity"],
-        max_attempts=v["max_attempts"],
-        data_dir=v["data_dir"],
         cache_dir=v["cache_dir"] or str(Path(v["home"]).expanduser() / "cache"),
         isolate=bool(v["isolate"]),
-        host=v["host"],
         allow_modules=_modules(v["allow_module"]),
-        max_jobs_in_db=v["max_jobs_in_db"],
-        fake_gpus=v["fake_gpus"],
-        gpus=v["gpus"],
-        gpu=v["gpu"],
-        home=v["home"],
-        weights_dir=v["weights_dir"],
-        backend=v["backend"],
-        precision=v["precision"],
     )
     validate(cfg)
     return cfg
