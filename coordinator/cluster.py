@@ -1,11 +1,12 @@
-"""MongoDB plus GPU workers on one Docker host, each worker container given one GPU.
+"""``strix cluster`` (``python -m coordinator.cluster``): MongoDB plus GPU workers on one
+Docker host, each worker container given one GPU.
 
 ``docker compose`` hands every worker all GPUs and lets leases share them; this is for a
 hard boundary instead: one device request per container, so no trial touches another GPU.
-Inside such a container its GPU is CUDA device 0 whatever its host index, so the worker
-gets ``STRIX_GPU=0`` and keeps its leases under ``<host>-gpu<index>``: the workers of one
-physical GPU share one lease pool whose capacity is their number.
-Planning is a pure function (testable without an engine); only :func:`main` talks to Docker.
+The plan is a pure function (:mod:`coordinator.cluster_plan`, testable without an
+engine); this module resolves the options and talks to Docker.
+
+Exit codes: 0 done, 2 bad options or no engine answering, 1 when the engine refuses.
 """
 
 from __future__ import annotations
@@ -13,225 +14,49 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from shared import defaults
+from coordinator.cluster_plan import (
+    LABEL_CLUSTER,
+    LABEL_GPU,
+    LABEL_ROLE,
+    PASSWORD_ENV,
+    USER_ENV,
+    ClusterOptions,
+    ClusterPlan,
+    ContainerSpec,
+    parse_gpus,
+    plan_cluster,
+)
+from shared import cli, settings
 from shared.errors import ConfigError, StrixError
 from shared.store import redact
 
 log = logging.getLogger(__name__)
 
-LABEL_CLUSTER = "org.strix.cluster"
-LABEL_ROLE = "org.strix.role"
-LABEL_GPU = "org.strix.gpu"
-MONGO_PORT = 27017
-CACHE_MOUNT = "/cache"
-DATA_MOUNT = "/data/fashion-mnist"
-USER_ENV = "MONGO_ROOT_USER"
-PASSWORD_ENV = "MONGO_ROOT_PASSWORD"
-MAX_PER_GPU = 64
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_MONGO_PING = "quit(db.adminCommand('ping').ok ? 0 : 1)"
+PROG = "strix cluster"
 _SECOND_NS = 1_000_000_000
 _HEALTH_TIMING = {"interval": 10, "timeout": 5, "retries": 6, "start_period": 30}
 
 EXAMPLES = """
-examples:
   export MONGO_ROOT_PASSWORD=$(openssl rand -hex 24)
-  python -m coordinator.cluster up --gpus 0,1 --light-per-gpu 3   # 6 workers, 3 per GPU
-  python -m coordinator.cluster up --heavy --data-dir ./data/fashion-mnist
-  python -m coordinator.cluster up --gpus 0 --env-file .env --dry-run
-  python -m coordinator.cluster status
+  strix cluster up --gpus 0,1 --light-per-gpu 3   # 6 workers, 3 per GPU
+  strix cluster up --heavy --data-dir ./data/fashion-mnist
+  strix cluster up --gpus 0 --env-file .env --dry-run
+  strix cluster status
   python -m coordinator.cluster down            # keeps the MongoDB and cache volumes
   python -m coordinator.cluster down --volumes  # deletes them too
 """
 
+__all__ = ["ClusterOptions", "ClusterPlan", "ContainerSpec", "parse_gpus", "plan_cluster"]
+
 
 class EngineUnavailable(StrixError):
     """No Docker engine answered; nothing was changed."""
-
-
-@dataclass(frozen=True, repr=False)
-class ContainerSpec:
-    """One container to start: everything ``docker run`` needs, nothing engine-specific."""
-
-    name: str
-    role: str
-    image: str
-    env: Mapping[str, str]
-    labels: Mapping[str, str]
-    volumes: tuple[tuple[str, str, str], ...] = ()  # (source, target, "rw" | "ro")
-    gpu_ids: tuple[str, ...] = ()
-    healthcheck: tuple[str, ...] = ()
-
-    def redacted_env(self) -> dict[str, str]:
-        return {k: "***" if "PASSWORD" in k else redact(v) for k, v in self.env.items()}
-
-    def __repr__(self) -> str:
-        shown = f"name={self.name!r}, image={self.image!r}, gpu_ids={self.gpu_ids!r}"
-        return f"ContainerSpec({shown}, env={self.redacted_env()!r})"
-
-    __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """What the user asked for; ``gpus=None`` means every GPU of the inventory."""
-
-    mongo_password: str = field(repr=False)
-    gpus: tuple[int, ...] | None = None
-    light_per_gpu: int = 3
-    heavy: bool = False
-    image: str = "strix-gpu:latest"
-    mongo_image: str = "mongo:7"
-    network: str = "strix"
-    project: str = "strix"
-    mongo_user: str = "strix"
-    host_name: str = "docker-host"
-    data_dir: str | None = None
-    db: str | None = None
-
-
-@dataclass(frozen=True)
-class ClusterPlan:
-    project: str
-    network: str
-    volumes: tuple[str, ...]
-    mongo: ContainerSpec
-    workers: tuple[ContainerSpec, ...]
-
-    @property
-    def containers(self) -> tuple[ContainerSpec, ...]:
-        return (self.mongo, *self.workers)
-
-    def describe(self) -> str:
-        """Human summary without secrets (for ``--dry-run`` and logs)."""
-        lines = [f"network {self.network}; volumes {', '.join(self.volumes)}"]
-        for spec in self.containers:
-            gpu = f" gpu {','.join(spec.gpu_ids)}" if spec.gpu_ids else ""
-            lines.append(f"{spec.name}: {spec.image}{gpu}")
-            lines += [f"    {k}={v}" for k, v in sorted(spec.redacted_env().items())]
-        return "\n".join(lines)
-
-
-def parse_gpus(text: str) -> tuple[int, ...]:
-    """``"0,1"`` -> ``(0, 1)``; anything else is a ConfigError naming the bad part."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not text or not all(parts):
-        raise ConfigError(f"--gpus {text!r} has an empty entry; expected indices like 0,1")
-    bad = ", ".join(p for p in parts if not p.isdigit())
-    if bad:
-        raise ConfigError(
-            f"--gpus {text!r}: {bad} not GPU indices; expected e.g. 0,1 (nvidia-smi -L)"
-        )
-    gpus = tuple(int(p) for p in parts)
-    if len(set(gpus)) != len(gpus):
-        raise ConfigError(f"--gpus {text!r} names a GPU twice; list each index once")
-    return gpus
-
-
-def _check_options(inventory: Sequence[int], o: ClusterOptions) -> tuple[int, ...]:
-    for what, value in (("--project", o.project), ("--network", o.network)):
-        if not _NAME.match(value):
-            raise ConfigError(f"{what} {value!r} is not a valid Docker name; use [a-zA-Z0-9_.-]")
-    for what, value in (("--image", o.image), ("--mongo-image", o.mongo_image)):
-        if not value.strip() or any(c.isspace() for c in value):
-            raise ConfigError(f"{what} {value!r} is not an image reference, e.g. strix-gpu:latest")
-    if not o.mongo_password or not o.mongo_user:
-        raise ConfigError(
-            f"no MongoDB user or password: export {PASSWORD_ENV}=$(openssl rand -hex 24) "
-            "or pass --env-file .env (see .env.example)"
-        )
-    if not o.heavy and not 1 <= o.light_per_gpu <= MAX_PER_GPU:
-        n = o.light_per_gpu
-        raise ConfigError(
-            f"--light-per-gpu {n}: expected 1..{MAX_PER_GPU}; --heavy gives 1 per GPU"
-        )
-    if o.data_dir is not None and not Path(o.data_dir).is_absolute():
-        raise ConfigError(f"--data-dir {o.data_dir!r} must be an absolute path")
-    return _pick_gpus(inventory, o.gpus)
-
-
-def _pick_gpus(inventory: Sequence[int], wanted: tuple[int, ...] | None) -> tuple[int, ...]:
-    if wanted is None:
-        if not inventory:
-            raise ConfigError(
-                "no GPUs found on this host (nvidia-smi lists none and STRIX_GPUS is unset); "
-                "pass --gpus 0,1 or use `docker compose --profile cpu` for CPU workers"
-            )
-        return tuple(inventory)
-    missing = [g for g in wanted if inventory and g not in inventory]
-    if missing:
-        have = list(inventory)
-        raise ConfigError(f"--gpus asks for GPU {missing} but this host has {have} (nvidia-smi -L)")
-    return wanted
-
-
-def _mongo_uri(o: ClusterOptions) -> str:
-    user, password = quote(o.mongo_user, safe=""), quote(o.mongo_password, safe="")
-    db = quote(o.db, safe="") if o.db else ""
-    return f"mongodb://{user}:{password}@{o.project}-mongo:{MONGO_PORT}/{db}?authSource=admin"
-
-
-def _mongo_spec(o: ClusterOptions, labels: dict[str, str]) -> ContainerSpec:
-    pw = o.mongo_password
-    return ContainerSpec(
-        name=f"{o.project}-mongo",
-        role="mongo",
-        image=o.mongo_image,
-        env={"MONGO_INITDB_ROOT_USERNAME": o.mongo_user, "MONGO_INITDB_ROOT_PASSWORD": pw},
-        labels={**labels, LABEL_ROLE: "mongo"},
-        volumes=((f"{o.project}-mongo-data", "/data/db", "rw"),),
-        healthcheck=("CMD", "mongosh", "--quiet", "--eval", _MONGO_PING),
-    )
-
-
-def _worker_spec(o: ClusterOptions, gpu: int, k: int, per_gpu: int, labels: dict) -> ContainerSpec:
-    env = {
-        defaults.ENV_MONGO: _mongo_uri(o),
-        defaults.ENV_GPUS: "0",  # the one GPU this container sees is CUDA device 0
-        defaults.ENV_GPU: "0",
-        defaults.ENV_HOST: f"{o.host_name}-gpu{gpu}",
-        defaults.ENV_GPU_CAPACITY: str(per_gpu),
-        defaults.ENV_CACHE_DIR: CACHE_MOUNT,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
-    volumes = [(f"{o.project}-cache", CACHE_MOUNT, "rw")]
-    if o.data_dir is not None:
-        env[defaults.ENV_DATA_DIR] = DATA_MOUNT
-        volumes.append((o.data_dir, DATA_MOUNT, "ro"))
-    return ContainerSpec(
-        name=f"{o.project}-worker-gpu{gpu}-{k + 1}",
-        role="worker",
-        image=o.image,
-        env=env,
-        labels={**labels, LABEL_ROLE: "worker", LABEL_GPU: str(gpu)},
-        volumes=tuple(volumes),
-        gpu_ids=(str(gpu),),
-    )
-
-
-def plan_cluster(inventory: Sequence[int], options: ClusterOptions) -> ClusterPlan:
-    """The containers for ``options`` on a host whose GPUs are ``inventory`` (pure).
-
-    An empty inventory means "unknown" when ``--gpus`` is given (a dry run on a laptop).
-    """
-    gpus = _check_options(inventory, options)
-    per_gpu = 1 if options.heavy else options.light_per_gpu
-    labels = {LABEL_CLUSTER: options.project}
-    workers = [_worker_spec(options, g, k, per_gpu, labels) for g in gpus for k in range(per_gpu)]
-    volumes = (f"{options.project}-mongo-data", f"{options.project}-cache")
-    mongo = _mongo_spec(options, labels)
-    return ClusterPlan(options.project, options.network, volumes, mongo, tuple(workers))
 
 
 def run_kwargs(spec: ContainerSpec, network: str) -> dict[str, Any]:
@@ -365,14 +190,15 @@ def read_env_file(path: str) -> dict[str, str]:
 
 
 def local_inventory() -> tuple[int, ...]:
-    from shared import settings
     from worker.gpus import detect  # the worker's own rule: STRIX_GPUS, then nvidia-smi
 
     return detect(listed=settings.resolve({}, ["gpus"])["gpus"]).indices
 
 
 def _options(args: argparse.Namespace) -> ClusterOptions:
+    """The options of ``up``, resolved once: flags, then the environment (or --env-file)."""
     source = read_env_file(args.env_file) if args.env_file else os.environ
+    v = settings.resolve(args, ["db", "data_dir"])
     return ClusterOptions(
         mongo_password=source.get(args.password_env, ""),
         mongo_user=args.mongo_user or source.get(USER_ENV) or "strix",
@@ -384,42 +210,56 @@ def _options(args: argparse.Namespace) -> ClusterOptions:
         network=args.network or args.project,
         project=args.project,
         host_name=args.host_name or socket.gethostname(),
-        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
-        db=defaults.setting(args.db, defaults.ENV_DB, None),  # type: ignore[arg-type]
+        data_dir=str(Path(v["data_dir"]).expanduser().resolve()) if v["data_dir"] else None,
+        db=v["db"],
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="python -m coordinator.cluster",
-        description="Start, inspect or remove MongoDB plus one-GPU-each Strix workers on "
-        "this Docker host (docker compose is the alternative that shares all GPUs).",
-        epilog=EXAMPLES,
-        formatter_class=fmt,
+def _action(sub: Any, parent: argparse.ArgumentParser, name: str, text: str) -> Any:
+    return sub.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog=parent.epilog,
+        formatter_class=parent.formatter_class,
     )
-    parser.add_argument("--project", default="strix", help="name prefix and label value")
-    sub = parser.add_subparsers(dest="action", required=True)
-    u = sub.add_parser("up", help="start mongo and workers", epilog=EXAMPLES, formatter_class=fmt)
-    u.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: every GPU nvidia-smi lists)")
+
+
+def _add_up(u: argparse.ArgumentParser) -> None:
+    a = u.add_argument
+    a("--gpus", help="GPU indices, e.g. 0,1 (default: every GPU nvidia-smi lists)")
     mode = u.add_mutually_exclusive_group()
     mode.add_argument("--light-per-gpu", type=int, default=3, help="workers per GPU")
     mode.add_argument("--heavy", action="store_true", help="one worker per GPU")
-    u.add_argument("--image", default="strix-gpu:latest", help="worker image (Dockerfile.gpu)")
-    u.add_argument("--mongo-image", default="mongo:7")
-    u.add_argument("--network", help="Docker network (default: the project name)")
-    u.add_argument("--env-file", help=f"read {USER_ENV} and the password from this file")
-    u.add_argument("--password-env", default=PASSWORD_ENV, help="variable holding the password")
-    u.add_argument("--mongo-user", help=f"MongoDB root user (default: ${USER_ENV} or strix)")
-    u.add_argument("--host-name", help="lease host name prefix (default: this hostname)")
-    u.add_argument("--data-dir", help="host directory of the idx files, mounted read-only")
-    u.add_argument("--db", help=f"database of the workers (env {defaults.ENV_DB}; default strix)")
-    u.add_argument("--wait", type=float, default=120.0, help="seconds to wait for MongoDB")
-    u.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
-    d = sub.add_parser("down", help="remove the containers", epilog=EXAMPLES, formatter_class=fmt)
-    d.add_argument("--volumes", action="store_true", help="also delete MongoDB data and cache")
-    sub.add_parser("status", help="list the containers", epilog=EXAMPLES, formatter_class=fmt)
-    return parser
+    a("--image", default="strix-gpu:latest", help="worker image (Dockerfile.gpu)")
+    a("--mongo-image", default="mongo:7", help="MongoDB image")
+    a("--network", help="Docker network (default: the project name)")
+    a("--env-file", help=f"read {USER_ENV} and the password from this file")
+    a("--password-env", default=PASSWORD_ENV, help="variable holding the password")
+    a("--mongo-user", help=f"MongoDB root user (default: ${USER_ENV} or strix)")
+    a("--host-name", help="lease host name prefix (default: this hostname)")
+    a("--data-dir", help="host directory of the idx files, mounted read-only (env STRIX_DATA_DIR)")
+    settings.add(u, "db")
+    a("--wait", type=float, default=120.0, help="seconds to wait for MongoDB")
+    a("--dry-run", action="store_true", help="print the plan; touch nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.new_parser(
+        PROG,
+        "Start, inspect or remove MongoDB plus one-GPU-each Strix workers on this Docker "
+        "host (docker compose is the alternative that shares all GPUs).",
+        EXAMPLES,
+    )
+    p.add_argument("--project", default="strix", help="name prefix and label value")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{up,down,status}")
+    _add_up(_action(sub, p, "up", "start mongo and workers"))
+    down_parser = _action(sub, p, "down", "remove the containers")
+    down_parser.add_argument(
+        "--volumes", action="store_true", help="also delete MongoDB data and cache"
+    )
+    _action(sub, p, "status", "list the containers")
+    return p
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -435,28 +275,30 @@ def _dispatch(args: argparse.Namespace) -> None:
         status(connect(), args.project)
 
 
-def _fail(message: str, code: int) -> int:
-    first = (redact(message).splitlines() or ["unknown error"])[0][:300]
-    print(f"cluster: error: {first}", file=sys.stderr)
-    return code
+def _first_line(message: str) -> str:
+    return (redact(message).splitlines() or ["unknown error"])[0][:300]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Bad options and a missing engine are StrixErrors (exit 2, through cli.main); what
+    the engine refuses once reached is reported here with exit 1."""
+    from docker.errors import DockerException
+
+    try:
+        _dispatch(args)
+    except (ConfigError, EngineUnavailable) as exc:
+        raise type(exc)(_first_line(str(exc))) from None
+    except (StrixError, DockerException) as exc:
+        prefix = "" if isinstance(exc, StrixError) else "Docker refused: "
+        print(f"{PROG}: error: {_first_line(prefix + str(exc))}", file=sys.stderr)
+        return cli.EXIT_FAILED
+    return cli.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 on success, 2 for bad options or no engine, 1 when the engine refuses."""
-    from docker.errors import DockerException
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        _dispatch(args)
-    except (ConfigError, EngineUnavailable) as exc:
-        return _fail(str(exc), 2)
-    except StrixError as exc:
-        return _fail(str(exc), 1)
-    except DockerException as exc:  # APIError and friends: one line, no traceback
-        return _fail(f"Docker refused: {exc}", 1)
-    return 0
+    return cli.main(PROG, build_parser, run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

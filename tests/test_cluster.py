@@ -1,4 +1,4 @@
-"""coordinator.cluster: the pure plan (GPU inventory + options -> containers) and the CLI.
+"""strix cluster: the pure plan (GPU inventory + options -> containers) and the CLI.
 
 No Docker engine is needed: planning is pure, and the engine-facing commands are run
 against an address where no engine listens, which must end in one line and exit 2.
@@ -10,12 +10,13 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from coordinator import cluster
-from coordinator.cluster import ClusterOptions, plan_cluster
+from coordinator import cluster, cluster_plan
+from coordinator.cluster_plan import ClusterOptions, plan_cluster
 from shared import defaults
 from shared.errors import ConfigError
 
@@ -41,8 +42,8 @@ def test_light_packs_n_workers_per_gpu_each_with_its_own_device() -> None:
         (gpu,) = w.gpu_ids
         assert w.env[defaults.ENV_GPU_CAPACITY] == "3"
         assert w.env[defaults.ENV_HOST] == f"gpubox-gpu{gpu}"
-        assert w.labels[cluster.LABEL_GPU] == gpu
-        assert w.labels[cluster.LABEL_CLUSTER] == "strix"
+        assert w.labels[cluster_plan.LABEL_GPU] == gpu
+        assert w.labels[cluster_plan.LABEL_CLUSTER] == "strix"
 
 
 def test_inside_a_container_the_pinned_gpu_is_device_zero() -> None:
@@ -72,7 +73,7 @@ def test_worker_env_carries_the_password_and_only_known_strix_variables() -> Non
         assert "authSource=admin" in uri.query
         strix = {k for k in w.env if k.startswith("STRIX_")}
         assert strix <= ENV_NAMES, strix - ENV_NAMES
-        assert ("/srv/fashion-mnist", cluster.DATA_MOUNT, "ro") in w.volumes
+        assert ("/srv/fashion-mnist", cluster_plan.DATA_MOUNT, "ro") in w.volumes
     assert plan.mongo.env["MONGO_INITDB_ROOT_PASSWORD"] == SAMPLE_PW
 
 
@@ -98,12 +99,12 @@ def test_printing_a_plan_never_shows_the_password() -> None:
 )
 def test_bad_gpu_lists_are_refused_with_the_input_quoted(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match="--gpus") as err:
-        cluster.parse_gpus(text)
+        cluster_plan.parse_gpus(text)
     assert fragment in str(err.value)
 
 
 def test_good_gpu_list() -> None:
-    assert cluster.parse_gpus(" 2, 0 ") == (2, 0)
+    assert cluster_plan.parse_gpus(" 2, 0 ") == (2, 0)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +181,7 @@ def test_status_without_an_engine_is_one_line_and_exit_2() -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "no Docker engine answers" in lines[0]
+    assert lines[0].startswith("strix cluster: error: no Docker engine answers"), lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
@@ -200,6 +201,23 @@ def test_cli_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     assert cluster.main(["up", "--light-per-gpu", "0", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "'a,b'" in err[0] and "--light-per-gpu 0" in err[1]
+    assert all(line.startswith("strix cluster: error: --") for line in err), err
+
+
+def test_an_engine_that_refuses_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Reached but refusing (an APIError): exit 1, not 2, and no traceback."""
+    from docker.errors import APIError
+
+    def refuse(**kw: object) -> list:
+        raise APIError("500 Server Error: permission denied\nsecond line")
+
+    client = SimpleNamespace(containers=SimpleNamespace(list=refuse))
+    monkeypatch.setattr(cluster, "connect", lambda: client)
+    assert cluster.main(["status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["strix cluster: error: Docker refused: 500 Server Error: permission denied"]
 
 
 def test_env_file_password_is_used_but_not_printed(tmp_path: Path) -> None:

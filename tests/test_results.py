@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.report import spearman
+from coordinator.correlations import spearman
 from coordinator.results import CLEAR, as_epoch
 from shared import defaults
 from shared.data import CLASS_NAMES
+from shared.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = "t1"
@@ -151,7 +152,7 @@ def test_encoding_of_real_hyperopt_trials_with_a_conditional_branch() -> None:
     count only in the trials that took it; rho is exact for a monotone relation."""
     from hyperopt import Trials, fmin, rand, space_eval
 
-    from coordinator.report import correlations, encode
+    from coordinator.correlations import correlations, encode
     from shared.spaces import vggstrix_space
 
     space, trials = vggstrix_space(), Trials()
@@ -177,6 +178,178 @@ def test_encoding_of_real_hyperopt_trials_with_a_conditional_branch() -> None:
     assert (
         rows["conv"]["encoding"] == "option index" and rows["learning_rate"]["encoding"] == "value"
     )
+
+
+def _finished_docs() -> list[dict]:
+    """Five successful trials and a failed one: an integer, a choice and a float parameter."""
+    docs = []
+    for tid in range(6):
+        block, lr, opt, acc = 1 + tid % 3, 10.0 ** -(1 + tid % 4), tid % 2, 0.5 + 0.05 * tid
+        result = {"status": "ok", "loss": 1 - acc, "val_accuracy": acc} if tid < 5 else {}
+        params = {"block_size": block, "learning_rate": lr, "optimizer": ["adam", "sgd"][opt]}
+        vals = {"block_size": [float(block)], "learning_rate": [lr], "optimizer": [opt]}
+        misc = {"vals": vals}
+        docs.append({"tid": tid, "state": 2, "result": result, "spec": {"params": params}})
+        docs[-1]["misc"] = misc
+    docs[-1]["result"] = {"status": "fail", "reason": "diverged"}
+    return docs
+
+
+def test_report_figures_name_the_study_and_integers_sit_on_integer_ticks() -> None:
+    import warnings
+
+    from coordinator import plots
+    from coordinator.correlations import encode
+
+    docs, name = _finished_docs(), "study-7q"
+    params = encode(docs)
+    assert params["block_size"]["integer"] and params["block_size"]["kind"] == "numeric"
+    assert not params["learning_rate"]["integer"] and params["optimizer"]["kind"] == "choice"
+    prov = {"f1": dict.fromkeys(CLASS_NAMES, 0.5), "test_accuracy": 0.5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # matplotlib warns with UserWarnings
+        figures = [
+            plots.losses(docs, name),
+            plots.params(docs, params, name),
+            plots.curves([(0, [(1, 0.4), (2, 0.5)]), (3, [(1, 0.6)])], name),
+            plots.f1_per_class(prov, name),
+            plots.confusion(np.eye(10, dtype=int), f"{name} trial 0"),
+        ]
+        for fig in figures:
+            fig.canvas.draw()
+    for fig in figures:
+        titles = [ax.get_title() for ax in fig.axes] + [fig.get_suptitle()]
+        assert any(t.startswith(name) for t in titles), titles
+    axes = {ax.get_xlabel(): ax for ax in figures[1].axes}
+    ticks = [float(t) for t in axes["block_size"].get_xticks()]
+    assert ticks == [1.0, 2.0, 3.0]
+    assert [t.get_text() for t in axes["optimizer"].get_xticklabels()] == ["adam", "sgd"]
+    assert axes["learning_rate"].get_xscale() == "log"
+    plots.pyplot().close("all")
+
+
+def test_report_and_final_refuse_a_study_without_a_successful_trial(
+    store: Store, mongo_url: str, db_name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """One line and exit 2, before any folder, plot or TensorFlow; the line says what
+    the study has and what to do."""
+    from coordinator import final, report
+    from tests.helpers import insert_toy_jobs
+
+    insert_toy_jobs(store, "queued", 2)
+    where = ["--mongo", mongo_url, "--db", db_name, "--out", str(tmp_path / "out")]
+    assert report.main(["--exp-key", "queued", *where]) == 2
+    assert final.main(["--exp-key", "queued", *where]) == 2
+    assert report.main(["--exp-key", "nope", *where]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    counts = "(2 queued, 0 running, 0 ok, 0 failed, 0 error); wait for trials to finish"
+    assert lines[0].startswith(
+        f"strix report: error: study 'queued' has no successful trial yet {counts}"
+    )
+    assert lines[1].startswith(
+        f"strix final: error: study 'queued' has no successful trial yet {counts}"
+    )
+    assert lines[2].startswith("strix report: error: study 'nope' has no trials in ")
+    assert "known studies: queued" in lines[2] and len(lines) == 3
+    assert not (tmp_path / "out").exists()
+
+
+FLAG_PROBE = """
+import json, sys, time
+from coordinator import final, report
+down = ["--exp-key", "s", "--mongo", "mongodb://127.0.0.1:9"]
+started = time.monotonic()
+codes = [final.main(down + a) for a in {final!r}] + [report.main(down + a) for a in {report!r}]
+heavy = [m for m in ("tensorflow", "keras", "hyperopt", "matplotlib") if m in sys.modules]
+print(json.dumps({{"codes": codes, "seconds": time.monotonic() - started, "heavy": heavy}}))
+"""
+
+
+def test_flag_errors_come_before_mongodb_and_tensorflow(tmp_path: Path) -> None:
+    """Against an address where no server listens: every bad flag is its own one-line
+    error, at once (no 5 s server selection), and nothing heavy is imported."""
+    final_cases = [
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--limit", "5"], "--limit must be an integer in [20, 60000], got 5"),
+        (["--test-limit", "3"], "--test-limit must be an integer in [10, 10000], got 3"),
+        (["--fetch", "model.h5"], "--fetch model.h5: keras loads only files named *.keras"),
+        (["--data-dir", "/nonexistent/fmnist"], "data directory /nonexistent/fmnist does not"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32), got -1"),
+        (["--out", "/etc/hostname"], "--out /etc/hostname is a file"),
+        (["--mongo", "nope"], "malformed MongoDB URI 'nope'"),
+    ]
+    report_cases = [
+        (["--top", "0"], "--top must be >= 1, got 0"),
+        (["--out", "/etc/hostname"], "--out /etc/hostname is a file"),
+    ]
+    code = FLAG_PROBE.format(final=[a for a, _ in final_cases], report=[a for a, _ in report_cases])
+    env = {**os.environ, defaults.ENV_HOME: str(tmp_path)}
+    env.pop(defaults.ENV_DATA_DIR, None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["codes"] == [2] * (len(final_cases) + len(report_cases)), done.stderr
+    assert probe["seconds"] < 4 and probe["heavy"] == [], probe
+    lines = done.stderr.strip().splitlines()
+    expected = [("strix final", f) for _, f in final_cases]
+    expected += [("strix report", f) for _, f in report_cases]
+    assert len(lines) == len(expected), done.stderr
+    for line, (prog, fragment) in zip(lines, expected, strict=True):
+        assert line.startswith(f"{prog}: error: ") and fragment in line, line
+
+
+def test_final_finds_the_studys_recorded_data_and_says_when_it_changed(
+    store: Store, data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from coordinator import final
+    from coordinator.finished import choose_data_dir
+    from shared.idx import load_raw, source_hash
+
+    digest = source_hash(load_raw(data_dir))
+    trial = {"spec": {"data": {"image_size": 28, "limit": 400, "test_limit": 100}}}
+
+    def data_for(exp_key: str, recorded: dict) -> tuple:
+        trials = store.trials(exp_key, meta={"data_source": recorded}, refresh=False)
+        (tid,) = trials.new_trial_ids(1)
+        misc = {"tid": tid, "cmd": None, "workdir": None, "idxs": {}, "vals": {}}
+        trials.insert_trial_docs(trials.new_trial_docs([tid], [None], [{"status": "new"}], [misc]))
+        cfg = final.FinalConfig(
+            exp_key, None, tmp_path, None, str(tmp_path / "cache"), None, None, False, None, False
+        )
+        return final.study_data(store, trial, cfg)
+
+    caplog.set_level("INFO", logger="coordinator")
+    data, run = data_for("same", {"dir": str(data_dir), "hash": digest})
+    assert run["data_dir"] == str(data_dir) and data.source_hash == digest
+    assert "using the data it recorded" in caplog.text and "changed" not in caplog.text
+    caplog.clear()
+    data, run = data_for("changed", {"dir": str(data_dir), "hash": "0" * 64})
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "the data changed since the study ran: it recorded sha256 000000000000..." in warning
+    assert f"{data_dir} hashes to {digest[:12]}..." in warning
+    gone = {"dir": str(tmp_path / "gone"), "hash": digest}
+    assert choose_data_dir(None, gone, "s") is None  # falls back to the usual search
+    assert choose_data_dir("/explicit", {"dir": str(data_dir)}, "s") == "/explicit"
+    assert choose_data_dir(None, None, "s") is None  # an older study: as before
+
+
+def test_report_notes_data_that_no_longer_matches_the_study(data_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from coordinator.report import data_line, source_notes
+
+    recorded = {"dir": str(data_dir), "hash": "f" * 64}
+    store = SimpleNamespace(trials_in=lambda *a, **kw: [{"strix": {"data_source": recorded}}])
+    notes = source_notes(store, "s", {"data": {"source_hash": "e" * 64}})  # type: ignore[arg-type]
+    assert notes["source"] == recorded
+    assert notes["data_note"].startswith("the data changed since the study ran: it recorded ")
+    assert "but its directory now hashes to " in notes["data_note"]
+    assert "but the final model's data hashes to eeeeeeeeeeee..." in notes["final_note"]
+    line = data_line({"data": {"image_size": 28}, **notes})
+    assert f"from {data_dir} (sha256 ffffffffffff...)" in line and "**Note:** the data" in line
+    same = source_notes(store, "s", {"data": {"source_hash": "f" * 64}})  # type: ignore[arg-type]
+    assert same["final_note"] is None
 
 
 # --- results -------------------------------------------------------------------------------
@@ -315,6 +488,8 @@ def test_final_prints_the_per_class_report_and_a_confusion_png(final: dict) -> N
     assert prov["trained_on"] == "train+val" and prov["n_train"] == 400 and prov["epochs"] == 1
     assert prov["data"]["image_size"] == prov["image_size"] == 28 and prov["seeds"]["training"] == 1
     assert prov["versions"]["tensorflow"] and len(prov["data"]["source_hash"]) == 64
+    source = prov["data_source"]
+    assert source["hash"] == prov["data"]["source_hash"] and source["changed"] is False
     check_png(final["out"] / "confusion_matrix.png")
 
 
@@ -399,3 +574,4 @@ def test_report_plots_and_one_correlation_row_per_parameter(
     assert "## Spearman correlation" in md and "## Final model (test set)" in md
     assert all(f"| {label} |" in md for label in labels)
     assert all(f"| {name} |" in md for name in CLASS_NAMES)
+    assert f"from {study['data_dir']} (sha256 " in md and "**Note:**" not in md
