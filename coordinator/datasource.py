@@ -40,7 +40,7 @@ def study_source(store: Store, exp_key: str, data_dir: str | None) -> dict:
     found = find_data_dir(data_dir)
     if found is None:
         return {"dir": None, "hash": None}
-    current = {"dir": str(found), "hash": _hash_of(found)}
+    current = {"dir": str(Path(found).resolve()), "hash": _hash_of(found)}
     old = (recorded or {}).get("hash")
     if old and old != current["hash"]:
         log.warning(

@@ -46,12 +46,13 @@ class Parser(argparse.ArgumentParser):
             return ""
         known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
         for word in message.split(":", 1)[1].split():
-            if word.startswith("-"):
-                match = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.5)
-                if not match:
-                    match = [k for k in known if word.split("=")[0].lstrip("-") in k][:1]
-                if match:
-                    return f" (did you mean {match[0]}?)"
+            if not word.startswith("-"):
+                continue
+            flag = word.split("=")[0]
+            match = difflib.get_close_matches(flag, known, n=2, cutoff=0.6)
+            match = match or [k for k in known if flag.lstrip("-") in k][:2]
+            if match:
+                return f" (did you mean {' or '.join(sorted(match))}?)"
         return ""
 
 

@@ -74,8 +74,8 @@ def test_an_unknown_flag_names_the_closest_one() -> None:
     res = _run("-m", "coordinator.cli", "launch", "--epochs", "3")
     assert res.returncode == 2
     assert res.stderr.strip() == (
-        "strix launch: error: unrecognized arguments: --epochs 3 (did you mean --max-epochs?); "
-        "see strix launch --help"
+        "strix launch: error: unrecognized arguments: --epochs 3 (did you mean --max-epochs or "
+        "--min-epochs?); see strix launch --help"
     )
 
 
