@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from coordinator.finished import check_out_dir, check_store_flags, no_success, safe_name
 from coordinator.results import open_store
-from shared import cli, defaults, settings
+from shared import backend, cli, defaults, settings
 from shared.errors import ConfigError
 from shared.store import Store
 from shared.store import exports as stored
@@ -36,7 +36,7 @@ log = logging.getLogger("coordinator.final")
 PROG = "strix final"
 MODEL_NAME = "final"
 TRIAL_FIELDS = ["tid", "exp_key", "result", "spec", "misc"]
-DATA_SETTINGS = ["data_dir", "cache_dir", "weights_dir", "home"]
+DATA_SETTINGS = ["data_dir", "cache_dir", "weights_dir", "home", "backend", "precision"]
 
 EXAMPLES = """
   # retrain the best trial on train+val, report on the test set, store the model
@@ -63,6 +63,8 @@ class FinalConfig:
     store_model: bool
     weights_dir: str | None = None
     fetch: Path | None = None
+    backend: str = "tensorflow"
+    precision: str = "float32"
 
 
 # --- the best trial ----------------------------------------------------------------------
@@ -166,6 +168,7 @@ def run_final(store: Store, cfg: FinalConfig) -> dict:
     from coordinator.evaluation import evaluate, export_model, provenance
 
     trial = best_trial(store, cfg.exp_key)
+    backend.set_precision(cfg.precision)
     data, run = study_data(store, trial, cfg)
     epochs = cfg.epochs or default_epochs(trial)
     seed = cfg.seed if cfg.seed is not None else trial["spec"].get("seed")
@@ -279,11 +282,14 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
         seed=args.seed,
         store_model=not args.no_store,
         fetch=args.fetch,
+        backend=v["backend"],
+        precision=v["precision"],
     )
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
+    backend.select(cfg.backend)  # before anything imports Keras
     if cfg.fetch is None:
         check_out_dir(cfg.out, "--out")
     else:
