@@ -24,6 +24,7 @@ class Entry:
     resource: str  # "light" models share a GPU, a "heavy" one takes it whole
     min_size: int  # smallest side the model can take
     weights_file: str | None = None  # the local ImageNet file to look for, if pretrained
+    base_layer: str | None = None  # a frozen base whose outputs can be cached (shared.features)
 
 
 # Default sizes follow the sources: 128 px for the Strix models (seed Part I up-sizes to
@@ -34,11 +35,11 @@ CATALOG: dict[str, Entry] = {
     e.name: e
     for e in (
         Entry("convstrix", 128, 1, "light", 1),
-        Entry("vggstrix", 128, 3, "heavy", 32, VGG19_WEIGHTS),
+        Entry("vggstrix", 128, 3, "heavy", 32, VGG19_WEIGHTS, base_layer="vgg19"),
         Entry("baseline", 28, 1, "light", 1),
         Entry("simplecnn", 28, 1, "light", 8),
-        Entry("mobilenet", 56, 3, "light", 56, MOBILENET_V2_WEIGHTS),
-        Entry("mobilenet_lite", 56, 3, "light", 32, MOBILENET_V2_WEIGHTS),
+        Entry("mobilenet", 56, 3, "light", 56, MOBILENET_V2_WEIGHTS, base_layer="mobilenetv2"),
+        Entry("mobilenet_lite", 56, 3, "light", 32, MOBILENET_V2_WEIGHTS, "mobilenetv2_lite"),
         Entry("acosta", 28, 1, "light", 2),
     )
 }

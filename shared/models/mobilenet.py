@@ -6,6 +6,8 @@ MobileNetV2 (alpha 1.0), whose ImageNet weights we have locally (v1's we do not)
 input is repeated to 3 channels and scaled to [-1, 1] inside the model. With pretrained
 weights the backbone's batch norms run in inference mode (their ImageNet statistics are
 kept while everything else is fine-tuned); with ``weights=None`` they train normally.
+``freeze_base=True`` keeps the whole backbone frozen instead, so only the head trains and
+the backbone's outputs can be computed once (``shared.features``).
 
 ``mobilenet_lite`` is the paper's "simplified MobileNet": keep the layers up to the 5th
 depthwise convolution, then pooling, dropout, softmax. In MobileNetV2 the depthwise convs
@@ -63,17 +65,19 @@ def _build(
     dropout_rate: float,
     weights: str | None,
     aug: tuple[float, float, float],
+    freeze_base: bool = False,
 ) -> keras.Model:
     check_shape(input_shape, min_size=min_size, model=name)
     check_rate(name, "dropout_rate", dropout_rate)
     weights = backbone_weights(weights, name)
     base = _backbone(int(input_shape[0]), int(input_shape[1]), weights, name)
-    if lite:
-        base = keras.Model(base.input, base.get_layer(LITE_CUT).output, name="mobilenetv2_lite")
+    cut = base.get_layer(LITE_CUT).output if lite else base.output
+    base = keras.Model(base.input, cut, name="mobilenetv2_lite" if lite else "mobilenetv2")
+    base.trainable = not freeze_base
     inputs, x = image_input(input_shape, crop=aug[0], flip=aug[1], rotate=aug[2])
     x = GrayToRgb(name="to_rgb")(x)
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
-    x = base(x, training=False) if weights is not None else base(x)
+    x = base(x, training=False) if weights is not None or freeze_base else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dropout(float(dropout_rate), name="dropout")(x)
     return keras.Model(inputs, classifier(x, num_classes), name=name)
@@ -92,6 +96,7 @@ def _variant(name: str, min_size: int, lite: bool, doc: str) -> Callable[..., ke
         aug_crop: float = 0.0,
         aug_flip: float = 0.0,
         aug_rotate: float = 0.0,
+        freeze_base: bool = False,
     ) -> keras.Model:
         return _build(
             input_shape,
@@ -102,6 +107,7 @@ def _variant(name: str, min_size: int, lite: bool, doc: str) -> Callable[..., ke
             dropout_rate=dropout_rate,
             weights=weights,
             aug=(aug_crop, aug_flip, aug_rotate),
+            freeze_base=bool(freeze_base),
         )
 
     build.__doc__ = doc

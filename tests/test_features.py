@@ -1,0 +1,99 @@
+"""The frozen-base feature cache, on real Fashion-MNIST slices and real processes.
+
+VGG19 with ``weights=None`` at 32 px stands in for the ImageNet weights (none offline):
+the timings and the arithmetic are the same, only the accuracy is not.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.data import DataSpec, load
+from shared.features import features_for, list_caches, split, why_not
+
+PARAMS = {
+    "num_blocks": 1,
+    "block_size": 1,
+    "fcl_num_layers": 1,
+    "fcl_layer_size": 32,
+    "fcl_dropout_rate": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    spec = DataSpec(image_size=32, channels=3, limit=200, test_limit=100)
+    return load(spec, data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def _vgg():
+    from shared.models import build_model
+
+    return build_model("vggstrix", PARAMS, image_size=32, channels=3, weights=None)
+
+
+def test_which_trials_can_use_the_cache() -> None:
+    assert why_not("vggstrix", PARAMS) is None
+    assert "augmentation (aug_flip)" in why_not("vggstrix", {**PARAMS, "aug_flip": 0.5})
+    assert "no frozen pretrained base" in why_not("convstrix", {})
+    assert "fine-tunes its base" in why_not("mobilenet", {})
+    assert why_not("mobilenet_lite", {"freeze_base": True}) is None
+
+
+@pytest.mark.slow
+def test_the_cached_path_predicts_what_the_full_model_predicts(data, tmp_path: Path) -> None:
+    model = _vgg()
+    feats = features_for(model, "vggstrix", None, data, str(tmp_path))
+    assert feats.x_train.dtype == np.float16 and len(feats.x_test) == len(data.y_test)
+    _, head = split(model, "vgg19")
+    assert [w.name for w in head.weights] == [w.name for w in model.weights[-len(head.weights) :]]
+    full = model.predict(np.asarray(data.x_test), verbose=0)
+    cached = head.predict(np.asarray(feats.x_test, np.float32), verbose=0)
+    agree = np.mean(full.argmax(1) == cached.argmax(1))
+    assert agree >= 0.999, agree
+    np.testing.assert_allclose(full, cached, atol=2e-2)  # float16 features
+    again = features_for(_vgg(), "vggstrix", None, data, str(tmp_path))
+    images = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    assert again.path == feats.path and list_caches(str(tmp_path))[0]["images"] == images
+
+
+def _compute(cache: str, data_dir: str, out: mp.Queue) -> None:
+    spec = DataSpec(image_size=32, channels=3, limit=200, test_limit=100)
+    data = load(spec, data_dir=data_dir, cache_dir=cache)
+    from shared import features
+
+    calls = []
+    original = features._build
+    features._build = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    features.features_for(_vgg(), "vggstrix", None, data, cache)
+    out.put(len(calls))
+
+
+@pytest.mark.slow
+def test_two_workers_compute_the_features_once(data_dir: Path, tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_compute, args=(str(tmp_path), str(data_dir), out)) for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    builds = sorted(out.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert builds == [0, 1], "one process computed, the other waited and read"
+
+
+@pytest.mark.slow
+def test_a_damaged_cache_is_detected_and_rebuilt(data, tmp_path: Path) -> None:
+    feats = features_for(_vgg(), "vggstrix", None, data, str(tmp_path))
+    path = feats.path / "x_val.npy"
+    del feats
+    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])  # a partial file
+    rebuilt = features_for(_vgg(), "vggstrix", None, data, str(tmp_path))
+    assert len(rebuilt.x_val) == len(data.y_val)
