@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("coordinator.results", "status, best, failed and running trials of studies"),
     "final": ("coordinator.final", "retrain the best trial, per-class report, export"),
     "report": ("coordinator.report", "plots and hyper-parameter correlations of a study"),
-    "prepare": ("shared.data", "prepare the resized Fashion-MNIST cache once per size"),
+    "prepare": ("shared.prepare", "prepare the resized Fashion-MNIST cache once per size"),
+    "cache": ("coordinator.caches", "list or remove the data and feature caches"),
     "cluster": ("coordinator.cluster", "MongoDB plus one-GPU workers through Docker"),
     "dashboard": ("coordinator.dashboard", "a live study dashboard in the browser"),
 }

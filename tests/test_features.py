@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,21 @@ def test_the_cached_path_predicts_what_the_full_model_predicts(data, tmp_path: P
     again = features_for(_vgg(), "vggstrix", None, data, str(tmp_path))
     images = len(data.y_train) + len(data.y_val) + len(data.y_test)
     assert again.path == feats.path and list_caches(str(tmp_path))[0]["images"] == images
+    _strix_cache_ls_and_rm(tmp_path, feats.path.name)
+
+
+def _strix_cache_ls_and_rm(cache: Path, name: str) -> None:
+    from coordinator.caches import main
+
+    res = subprocess.run(
+        [sys.executable, "-m", "coordinator.caches", "ls", "--cache-dir", str(cache)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"features  {name}" in res.stdout
+    assert main(["rm", name, "--cache-dir", str(cache)]) == 0
+    assert not (cache / "features" / name).exists()
 
 
 def _compute(cache: str, data_dir: str, out: mp.Queue) -> None:
