@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker.__main__", "pull trials from MongoDB and train them (GPU-pinned)"),
     "results": ("coordinator.results", "status, best, failed and running trials of studies"),
     "final": ("coordinator.final", "retrain the best trial, per-class report, export"),
+    "train": ("coordinator.train", "train one configuration without a study, test, export"),
     "report": ("coordinator.report", "plots and hyper-parameter correlations of a study"),
     "prepare": ("shared.prepare", "prepare the resized Fashion-MNIST cache once per size"),
     "cache": ("coordinator.caches", "list or remove the data and feature caches"),

@@ -8,7 +8,9 @@ the region. Mistakes in the study itself (unknown model or optimizer, bad budget
 
 The hyperopt ``loss`` is ``1 - val_accuracy`` of the weights early stopping restores (the
 epoch with the lowest validation loss), i.e. of the model that would actually be exported,
-not of whichever epoch happened to have the highest accuracy.
+not of whichever epoch happened to have the highest accuracy. ``Budget.monitor`` chooses
+what early stopping watches and restores: ``val_loss`` (the seed's rule, the default) or
+``val_accuracy``; the loss is always ``1 -`` the val accuracy of the weights kept.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import math
 import numbers
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ from shared.callbacks import EpochRecorder, EpochSink, History, StopOnEvent, Sto
 from shared.data import Dataset
 from shared.errors import ConfigError, ModelError
 from shared.models import build_model
+from shared.schedules import MONITORS, check_monitor, kept_epoch, lr_schedule
 from shared.spaces import flatten
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,10 @@ class Budget:
 
     max_epochs: int = defaults.MAX_EPOCHS
     patience: int = defaults.PATIENCE
+    monitor: str = "val_loss"  # what early stopping watches and restores (shared.schedules)
 
     def __post_init__(self) -> None:
+        check_monitor(self.monitor)
         for name in ("max_epochs", "patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -66,15 +71,16 @@ class Budget:
                 )
             object.__setattr__(self, name, int(value))
 
-    def to_dict(self) -> dict[str, int]:
-        return {"max_epochs": self.max_epochs, "patience": self.patience}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_epochs": self.max_epochs, "patience": self.patience}
+        return out if self.monitor == "val_loss" else {**out, "monitor": self.monitor}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Budget:
-        unknown = sorted(set(d) - {"max_epochs", "patience"})
+        unknown = sorted(set(d) - {"max_epochs", "patience", "monitor"})
         if unknown:
             raise ConfigError(
-                f"unknown budget field(s) {unknown}; expected only 'max_epochs' and 'patience'."
+                f"unknown budget field(s) {unknown}; expected max_epochs, patience, monitor."
             )
         return cls(**dict(d))
 
@@ -112,6 +118,7 @@ def train(
     deterministic: bool = False,
     weights: str | None = None,
     patience: int = defaults.PATIENCE,
+    monitor: str = "val_loss",
     tb_dir: str | None = None,
     verbose: int = 0,
 ) -> tuple[keras.Model, History]:
@@ -135,12 +142,14 @@ def train(
         _Batches(data.x_val, data.y_val, batch_size, shuffle=False) if validation else None
     )
     recorder = recorder or EpochRecorder()
+    schedule = lr_schedule(flat, flat.get("learning_rate", DEFAULT_LEARNING_RATE))
+    extra = [*schedule, recorder, *callbacks]  # the schedule first: the recorder sees its rate
     model.fit(
         train_batches,
         validation_data=val_batches,
         epochs=int(epochs),
         shuffle=False,  # _Batches shuffles itself, reproducibly from ``seed``
-        callbacks=_callbacks([recorder, *callbacks], early_stopping, patience, tb_dir),
+        callbacks=_callbacks(extra, early_stopping, patience, tb_dir, monitor),
         verbose=verbose,
     )
     return model, recorder.history
@@ -160,11 +169,13 @@ def run_trial(
     weights: str | None = None,
     tb_dir: str | None = None,
     verbose: int = 0,
+    on_model: Callable[[keras.Model], None] | None = None,
 ) -> dict[str, Any]:
     """One hyperopt evaluation; returns a result dict and never the model.
 
     ``on_epoch`` receives every finished epoch (the worker's live metrics); ``stop`` ends
-    training at the next batch once set.
+    training at the next batch once set; ``on_model`` gets the trained model with the
+    weights kept, before it is freed (``strix train`` tests and exports it there).
     """
     recorder = EpochRecorder(on_epoch)
     if stop is not None:
@@ -190,9 +201,12 @@ def run_trial(
             deterministic=deterministic,
             weights=weights,
             patience=budget.patience,
+            monitor=budget.monitor,
             tb_dir=tb_dir,
             verbose=verbose,
         )
+        if on_model is not None and not diverged(recorder.history):
+            on_model(model)
         return _summarise(base, recorder, params, budget)
     except ModelError as exc:
         log.info("trial %s failed to build: %s", model_name, exc)
@@ -269,7 +283,7 @@ def _summarise(
     val_loss = history.get("val_loss", [])
     if not val_loss:
         return _fail(base, recorder, "no epoch completed (stopped before the first epoch ended)")
-    best = min(range(len(val_loss)), key=val_loss.__getitem__)  # first minimum, as Keras
+    best = kept_epoch(history, budget.monitor)
     val_accuracy = history.get("val_accuracy", [None] * len(val_loss))[best]
     if val_accuracy is None:
         return _fail(base, recorder, "val_accuracy was not reported for the best epoch")
@@ -314,13 +328,14 @@ def _callbacks(
     early_stopping: bool,
     patience: int,
     tb_dir: str | None,
+    monitor: str = "val_loss",
 ) -> list[keras.callbacks.Callback]:
     # Order matters: EarlyStopping snapshots weights before callers' callbacks see the epoch.
     out: list[keras.callbacks.Callback] = [StopOnNonFinite()]
     if early_stopping:
         out.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True
+                monitor, patience=patience, mode=MONITORS[monitor], restore_best_weights=True
             )
         )
     if tb_dir is not None:

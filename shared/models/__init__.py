@@ -27,7 +27,7 @@ from shared.models import acosta, baseline, convstrix, mobilenet, simplecnn, vgg
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = frozenset({"batch_size", "learning_rate", "optimizer"})
+TRAIN_KEYS = frozenset({"batch_size", "learning_rate", "lr_decay", "optimizer"})
 
 
 @dataclass(frozen=True)
