@@ -1,0 +1,59 @@
+"""``bench/reproduce.py``: the row table, the commands, and one real row end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import reproduce
+from bench.reproduce_rows import BY_KEY, ROWS
+
+
+def test_every_quick_row_has_a_paper_figure_and_a_strix_train_command() -> None:
+    args = reproduce.build_parser().parse_args(["--quick"])
+    runs = reproduce.plan(args)
+    assert {r.row.key for r in runs} == {r.key for r in ROWS if r.quick}
+    for run in runs:
+        assert run.row.paper is not None
+        assert run.command().startswith(f"strix train --model {run.row.model} --seed 0")
+    assert {r.row.model for r in runs} == {"simplecnn", "acosta", "baseline"}
+
+
+def test_full_mode_adds_the_gpu_rows_and_the_studies() -> None:
+    runs = reproduce.plan(reproduce.build_parser().parse_args(["--full"]))
+    assert len(runs) == len(ROWS)
+    study = next(r for r in runs if r.row.key == "p3-convstrix")
+    assert "strix launch --model convstrix" in study.command()
+    assert "--max-evals 50 --image-size 128" in study.command()
+    mobile = next(r for r in runs if r.row.key == "s003-mobilenet-none")
+    assert "--set learning_rate=0.0003 --set lr_decay=0.8" in mobile.command()
+
+
+def test_extra_seeds_and_monitors_for_chosen_rows() -> None:
+    argv = ["--quick", "--rows", "p2-baseline", "--seeds", "2"]
+    argv += ["--monitors", "val_loss,val_accuracy", "--spread-limit", "1000"]
+    runs = reproduce.plan(reproduce.build_parser().parse_args(argv))
+    assert [(r.seed, r.monitor, r.budget.limit) for r in runs] == [
+        (0, "val_loss", None),
+        (0, "val_loss", 1000),
+        (0, "val_accuracy", 1000),
+        (1, "val_loss", 1000),
+        (1, "val_accuracy", 1000),
+    ]
+
+
+def test_one_row_runs_through_strix_train_and_lands_in_the_doc(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRIX_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("STRIX_CACHE_DIR", str(tmp_path / "cache"))
+    doc = tmp_path / "reproduction.md"
+    argv = ["--quick", "--rows", "p2-baseline", "--epochs", "1", "--limit", "300"]
+    assert reproduce.main([*argv, "--out", str(tmp_path / "runs"), "--doc", str(doc)]) == 0
+    (result,) = (tmp_path / "runs" / "p2-baseline").glob("*/result.json")
+    accuracy = 100 * json.loads(result.read_text())["test_accuracy"]
+    text = doc.read_text()
+    assert f"| {BY_KEY['p2-baseline'].paper:.2f} | {accuracy:.2f} |" in text
+    assert "strix train --model baseline --seed 0 --monitor val_loss --epochs 1" in text
