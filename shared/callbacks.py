@@ -12,9 +12,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
+
+if TYPE_CHECKING:
+    from shared.pruning import Decision
 
 NAN_CHECK_EVERY = 16  # batches; reading the loss forces a device sync, so not every batch
 History = dict[str, list[float]]
@@ -95,4 +98,57 @@ class EpochRecorder(keras.callbacks.Callback):
             "history": self.history,
             "train_seconds": float(time.perf_counter() - self.started),
             "params_count": self.params_count,
+        }
+
+
+Judge = Callable[[int, float], "Decision | None"]  # (epoch, best val accuracy so far)
+
+
+class PruneOnRung(keras.callbacks.Callback):
+    """Asks ``judge`` after every epoch whether the trial should stop, with the trial's
+    best validation accuracy so far; on a *prune* verdict it stops training and keeps the
+    decision, which makes the trial's result a pruned one (see ``shared.training``)."""
+
+    def __init__(self, judge: Judge) -> None:
+        super().__init__()
+        self.judge = judge
+        self.on_train_begin()
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.best = -math.inf
+        self.decision: Decision | None = None
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        value = (logs or {}).get("val_accuracy")
+        if value is None:
+            return
+        if math.isfinite(float(value)):  # a NaN epoch never lowers the best so far
+            self.best = max(self.best, float(value))
+        verdict = self.judge(epoch + 1, self.best)
+        if verdict is not None and verdict.prune:
+            self.decision = verdict
+            self.model.stop_training = True
+
+    def result(self, history: History) -> dict[str, Any]:
+        """What a pruned trial's result says, status ``ok`` so TPE learns from it.
+
+        Its loss is ``1 -`` the best val accuracy it reached: the value the pruner judged
+        it by. Not the accuracy at its lowest val loss, as for a complete trial: a pruned
+        trial's weights are never exported (``final`` retrains the best configuration),
+        and ranking it by a number the pruner never looked at would be inconsistent.
+        """
+        accuracy = history["val_accuracy"]
+        best = max(range(len(accuracy)), key=accuracy.__getitem__)  # first maximum
+        decision = self.decision.to_dict() if self.decision is not None else {}
+        return {
+            "status": "ok",
+            "loss": 1.0 - accuracy[best],
+            "val_loss": history.get("val_loss", [math.nan] * len(accuracy))[best],
+            "val_accuracy": accuracy[best],
+            "best_epoch": best + 1,
+            "max_val_accuracy": accuracy[best],
+            "stopped_early": True,
+            "pruned": True,
+            "pruned_at_epoch": decision.get("epoch"),
+            "pruning": decision,
         }

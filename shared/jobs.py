@@ -26,7 +26,7 @@ from typing import Any
 from hyperopt import hp
 
 from shared import __version__
-from shared.errors import JobError, StrixError
+from shared.errors import ConfigError, JobError, StrixError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class RunContext:
     """What a resident worker lends the objective for one trial (absent under stock workers)."""
 
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    judge: Callable[[int, float], Any] | None = None  # the study's pruner, fed by the store
     load_data: Callable[[Any], Any] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     job: dict | None = None
@@ -95,6 +96,7 @@ class JobConfig:
     seed: int | None = None
     weights: str | None = None
     tb_dir: str | None = None
+    pruner: dict | None = None  # shared.pruning.PrunerConfig as a dict; None: no pruning
     strix_version: str = __version__
 
 
@@ -112,8 +114,18 @@ def parse_config(config: Any) -> JobConfig:
         )
     if not isinstance(config["params"], dict) or not isinstance(config["data"], dict):
         raise JobError("trial spec has non-dict params or data")
+    _check_pruner(config.get("pruner"))
     known = set(JobConfig.__dataclass_fields__)
     return JobConfig(**{k: v for k, v in config.items() if k in known})
+
+
+def _check_pruner(pruner: Any) -> None:
+    from shared.pruning import PrunerConfig
+
+    try:
+        PrunerConfig.from_dict(pruner)
+    except (ConfigError, TypeError) as e:
+        raise JobError(f"trial spec has a bad pruner {pruner!r}: {e}") from None
 
 
 def keras_space(
@@ -125,8 +137,10 @@ def keras_space(
     seed: int | None = None,
     weights: str | None = None,
     tb_dir: str | None = None,
+    pruner: dict | None = None,
 ) -> dict:
-    """The space ``fmin`` samples: the model's params plus the constants every job carries."""
+    """The space ``fmin`` samples: the model's params plus the constants every job carries
+    (the pruner among them, so every worker judges every trial by the same rule)."""
     return {
         "model": model,
         "params": params,
@@ -135,6 +149,7 @@ def keras_space(
         "seed": seed,
         "weights": weights,
         "tb_dir": tb_dir,
+        "pruner": pruner,
         "strix_version": __version__,
     }
 
@@ -162,6 +177,7 @@ def train_job(job: JobConfig) -> dict:
         budget=Budget.from_dict(job.budget),
         on_epoch=ctx.on_epoch,
         stop=ctx.stop,
+        judge=ctx.judge,
         seed=job.seed,
         weights=resolve_weights(job.model, job.weights, ctx.weights_dir),
         tb_dir=_trial_tb_dir(job.tb_dir, ctx.job),

@@ -11,6 +11,8 @@ epoch with the lowest validation loss), i.e. of the model that would actually be
 not of whichever epoch happened to have the highest accuracy. ``Budget.monitor`` chooses
 what early stopping watches and restores: ``val_loss`` (the seed's rule, the default) or
 ``val_accuracy``; the loss is always ``1 -`` the val accuracy of the weights kept.
+A *pruned* trial is an ``ok`` result scored by the best val accuracy it reached
+(:meth:`shared.callbacks.PruneOnRung.result` says why).
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ import keras
 import numpy as np
 
 from shared import backend, defaults
-from shared.callbacks import EpochRecorder, EpochSink, History, StopOnEvent, StopOnNonFinite
+from shared.callbacks import (
+    EpochRecorder,
+    EpochSink,
+    History,
+    Judge,
+    PruneOnRung,
+    StopOnEvent,
+    StopOnNonFinite,
+)
 from shared.data import Dataset
 from shared.errors import ConfigError, ModelError
 from shared.models import build_model
@@ -164,6 +174,7 @@ def run_trial(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     on_epoch: EpochSink | None = None,
     stop: threading.Event | None = None,
+    judge: Judge | None = None,
     seed: int | None = None,
     deterministic: bool = False,
     weights: str | None = None,
@@ -174,12 +185,16 @@ def run_trial(
     """One hyperopt evaluation; returns a result dict and never the model.
 
     ``on_epoch`` receives every finished epoch (the worker's live metrics); ``stop`` ends
-    training at the next batch once set; ``on_model`` gets the trained model with the
-    weights kept, before it is freed (``strix train`` tests and exports it there).
+    training at the next batch once set; ``judge`` is asked after every epoch whether the
+    study's pruner stops the trial; ``on_model`` gets the trained model with the weights
+    kept, before it is freed (``strix train`` tests and exports it there).
     """
     recorder = EpochRecorder(on_epoch)
     if stop is not None:
         callbacks = [StopOnEvent(stop), *callbacks]
+    pruner = PruneOnRung(judge) if judge is not None else None
+    if pruner is not None:
+        callbacks = [*callbacks, pruner]
     base: dict[str, Any] = {
         "model": model_name,
         "image_size": int(data.spec.image_size),
@@ -207,6 +222,8 @@ def run_trial(
         )
         if on_model is not None and not diverged(recorder.history):
             on_model(model)
+        if pruner is not None and pruner.decision is not None and not diverged(recorder.history):
+            return {**base, **recorder.summary(), **pruner.result(recorder.history)}
         return _summarise(base, recorder, params, budget)
     except ModelError as exc:
         log.info("trial %s failed to build: %s", model_name, exc)

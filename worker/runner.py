@@ -21,6 +21,7 @@ from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from shared.store import Store
+from worker import pruner
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
 from worker.heartbeat import Heartbeat
@@ -219,6 +220,7 @@ class Worker:
         """Strix's objectives run on the trial config evaluated and validated in _config."""
         ctx = RunContext(
             on_epoch=lambda epoch, row: self._epoch(job, epoch, row),
+            judge=pruner.for_job(self.store, job, config.pruner, self.id),
             load_data=self._load_data,
             stop=self.trial_stop,
             job=job,

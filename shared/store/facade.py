@@ -12,7 +12,7 @@ from typing import Any
 import pymongo
 
 from shared.errors import StoreAuthError
-from shared.store import leases, queue, reads
+from shared.store import leases, queue, reads, rungs
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target
 from shared.store.codec import encode, with_codec
 from shared.store.reads import State
@@ -31,6 +31,7 @@ class Store:
         self.jobs = self.db[self.target.collection]
         self.gpus = self.db["gpus"]
         self.metrics = self.db["metrics"]
+        self.rungs = self.db["rungs"]
         self._handle: Any = None
 
     def __repr__(self) -> str:
@@ -56,6 +57,7 @@ class Store:
         self.handle.create_indexes()
         self.metrics.create_index([("exp_key", 1), ("tid", 1), ("epoch", 1)])
         self.gpus.create_index("host")
+        rungs.create_indexes(self.rungs)
 
     def close(self) -> None:
         self.client.close()
@@ -168,6 +170,22 @@ class Store:
     # --- live metrics and queries --------------------------------------------------------
     def add_metric(self, row: dict) -> None:
         self.metrics.insert_one(encode(row))
+
+    # --- pruning and study budgets (see shared.store.rungs) -----------------------------
+    def rung_values(self, exp_key: str, epoch: int, but: int | None = None) -> list[float]:
+        return rungs.values(self.rungs, exp_key, epoch, but)
+
+    def record_rung(self, exp_key: str, tid: int, epoch: int, value: float, owner: str) -> None:
+        rungs.record(self.rungs, exp_key, tid, epoch, value, owner)
+
+    def count_pruned(self, exp_key: str | None) -> int:
+        return rungs.count_pruned(self.jobs, exp_key)
+
+    def finished_losses(self, exp_key: str) -> list[float | None]:
+        return rungs.finished_losses(self.jobs, exp_key)
+
+    def withdraw_queued(self, exp_key: str) -> int:
+        return rungs.withdraw_queued(self.jobs, exp_key)
 
     def find_jobs(
         self, query: dict, projection: Any = None, sort: Any = None, limit: int = 0
