@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +31,22 @@ EXAMPLES = """
   strix launch --model convstrix --local-workers 2 --max-evals 4 --image-size 32
   # the seed's transfer study on a GPU cluster (workers started by docker compose)
   python -m coordinator.launch --model vggstrix --mongo mongodb://strix:***@db:27017/?authSource=admin
-  # resume: the same --exp-key continues where it stopped, with the same data
+  # resume: the same --exp-key continues where it stopped, with the same data and pruner
   strix launch --model convstrix --exp-key convstrix-128px --max-evals 50
+  # prune with the median rule instead of ASHA; stop after 10 trials without progress
+  strix launch --model convstrix --pruner median --min-epochs 3 --stop-after 10
+  # every trial to its end, as the seed did, within a 2-hour budget
+  strix launch --model convstrix --pruner none --timeout 120
 """
 SHARED = ("exp_key", "data_dir", "cache_dir", "weights_dir", "home", "heartbeat")
-SHARED += ("max_attempts", "gpu_capacity", "backend", "precision")
+SHARED += ("max_attempts", "gpu_capacity", "backend", "precision", "stop_after", "timeout")
+# launch setting -> PrunerConfig field; unset ones come from the stored study, else defaults
+PRUNER_SETTINGS = {
+    "pruner": "kind",
+    "min_epochs": "min_epochs",
+    "reduction_factor": "reduction_factor",
+    "pruner_startup": "startup",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,9 @@ class LaunchConfig:
     weights_dir: str | None = None
     backend: str = "tensorflow"
     precision: str = "float32"
+    pruner: dict = field(default_factory=dict)  # PrunerConfig fields given on the command line
+    stop_after: int | None = None
+    timeout_min: float | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--clamp", action="store_true", help="limit num_blocks to what the image size allows")
     a("--augment", action="store_true", help="also tune crop/flip/rotate augmentation")
     a("--no-progress", action="store_true", help="no progress bars or progress lines")
-    settings.add(p, *SHARED)
+    settings.add(p, *SHARED, *PRUNER_SETTINGS)
     return p
 
 
@@ -169,9 +183,54 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         weights_dir=v["weights_dir"],
         backend=v["backend"],
         precision=v["precision"],
+        pruner=_given_pruner(args),
+        stop_after=v["stop_after"],
+        timeout_min=v["timeout"],
     )
     _check_sources(cfg)
     return cfg
+
+
+def _given_pruner(args: argparse.Namespace) -> dict:
+    """The pruner fields set by flag or environment: those a resumed study must match."""
+    unset = dict.fromkeys(PRUNER_SETTINGS)
+    given = settings.resolve(args, PRUNER_SETTINGS, **unset)  # type: ignore[arg-type]
+    fields = {PRUNER_SETTINGS[k]: v for k, v in given.items() if v is not None}
+    first = fields.get("min_epochs", settings.SETTINGS["min_epochs"].default)
+    asked = fields.keys() & {"kind", "min_epochs"} and fields.get("kind") != "none"
+    if asked and first >= args.max_epochs:
+        raise ConfigError(
+            f"--min-epochs {first} leaves no epoch to judge before --max-epochs "
+            f"{args.max_epochs}: nothing would be pruned; lower --min-epochs or use --pruner none"
+        )
+    return fields
+
+
+def study_pruner(given: dict, stored: dict | None, max_epochs: int, exp_key: str) -> dict:
+    """The study's pruner: a new study takes ``given`` over the defaults; a resumed one keeps
+    the rule it was launched with (``stored``), and refuses flags that contradict it."""
+    from shared.pruning import PrunerConfig
+
+    if stored is None:
+        return PrunerConfig(**{**given, "max_epochs": max_epochs}).to_dict()
+    kept = PrunerConfig.from_dict(stored).to_dict()
+    clash = [k for k, v in given.items() if kept[k] != v]
+    if clash:
+        flags = {field: "--" + name.replace("_", "-") for name, field in PRUNER_SETTINGS.items()}
+        was = " ".join(f"{flags[k]} {kept[k]}" for k in PRUNER_SETTINGS.values())
+        raise ConfigError(
+            f"study {exp_key} was launched with {was}; a resumed study keeps its pruner, so "
+            f"that every trial is judged by one rule: drop {', '.join(flags[k] for k in clash)}"
+            " or start a new study with another --exp-key"
+        )
+    return {**kept, "max_epochs": max_epochs}
+
+
+def stored_pruner(store: Store, exp_key: str) -> dict | None:
+    """The pruner stamped on the study's jobs; ``{}`` (no pruning) for a study posted
+    before Strix pruned, None for a new study."""
+    docs = store.trials_in(exp_key, fields=["strix"], limit=1)
+    return (docs[0].get("strix") or {}).get("pruner", {}) if docs else None
 
 
 def _check_sources(cfg: LaunchConfig) -> None:
@@ -202,7 +261,8 @@ def data_spec(cfg: LaunchConfig) -> DataSpec:
     )
 
 
-def make_study(cfg: LaunchConfig, store: Store, source: dict) -> Study:
+def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> Study:
+    from coordinator.limits import StudyLimits
     from coordinator.study import Study
     from shared.jobs import keras_space, objective
     from shared.spaces import SPACES
@@ -217,7 +277,9 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict) -> Study:
         seed=cfg.seed,
         weights=cfg.weights,
         tb_dir=cfg.tb_dir,
+        pruner=pruner,
     )
+    timeout_s = None if cfg.timeout_min is None else 60.0 * cfg.timeout_min
     return Study(
         store,
         cfg.exp_key,
@@ -227,8 +289,9 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict) -> Study:
         algo=cfg.algo,
         max_queue_len=cfg.max_queue_len,
         resource=cfg.resource,
-        meta={"model": cfg.model, "data_source": source},
+        meta={"model": cfg.model, "data_source": source, "pruner": pruner},
         seed=cfg.seed,
+        limits=StudyLimits(stop_after=cfg.stop_after, timeout_s=timeout_s),
     )
 
 
@@ -261,26 +324,29 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(store.close)
         store.create_indexes()
         source = study_source(store, cfg.exp_key, cfg.data_dir)
+        stored = stored_pruner(store, cfg.exp_key)
+        pruner = study_pruner(cfg.pruner, stored, cfg.max_epochs, cfg.exp_key)
         log.info(
-            "study %s on %s: %d trials of %s",
+            "study %s on %s: %d trials of %s, pruner %s",
             cfg.exp_key,
             store.target.redacted,
             cfg.max_evals,
             cfg.model,
+            pruner["kind"],
         )
         workers = None
         if cfg.local_workers:
             workers = _local_workers(cfg, url, source)
             stack.callback(workers.stop)
             workers.start()
-        study_mod.run(
-            make_study(cfg, store, source),
+        stopped = study_mod.run(
+            make_study(cfg, store, source, pruner),
             grace=defaults.GRACE_FACTOR * cfg.heartbeat,
             max_attempts=cfg.max_attempts,
             on_tick=workers.check if workers else None,
             progress=cfg.progress,
         )
-        print("\n" + study_mod.closing_text(store, cfg.exp_key))
+        print("\n" + study_mod.closing_text(store, cfg.exp_key, stopped))
         print(format_table(top_trials(store, cfg.exp_key, 10)))
     return 0
 

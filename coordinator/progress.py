@@ -30,11 +30,20 @@ def best_text(best: Mapping[str, Any] | None) -> str:
 
 
 def status_line(
-    exp_key: str, done: int, total: int, tally: Mapping[str, int], best: str, reasons: str = ""
+    exp_key: str,
+    done: int,
+    total: int,
+    tally: Mapping[str, int],
+    best: str,
+    reasons: str = "",
+    pruned: int = 0,
 ) -> str:
-    """One line with every outcome apart: ``ok``, ``failed`` and ``error`` are never summed."""
-    parts = [f"{exp_key}: {done}/{total} trials", f"best {best}"]
-    parts += [f"{k} {tally[k]}" for k in ("ok", "failed", "error", "running", "queued")]
+    """One line with every outcome apart: ``ok``, ``failed`` and ``error`` are never summed;
+    pruned trials are ok ones, shown among them."""
+    counts = {k: f"{k} {tally[k]}" for k in ("ok", "failed", "error", "running", "queued")}
+    if pruned:
+        counts["ok"] += f" ({pruned} pruned)"
+    parts = [f"{exp_key}: {done}/{total} trials", f"best {best}", *counts.values()]
     return ", ".join(parts) + (f" (failed: {reasons})" if reasons else "")
 
 
@@ -51,13 +60,16 @@ class Progress:
         self._last_line = time.monotonic()
         self._line = ""
 
-    def update(self, tally: Mapping[str, int], best: str, reasons: str = "") -> None:
+    def update(
+        self, tally: Mapping[str, int], best: str, reasons: str = "", pruned: int = 0
+    ) -> None:
         done = min(tally["ok"] + tally["failed"] + tally["error"], self.total)
-        self._line = status_line(self.exp_key, done, self.total, tally, best, reasons)
+        self._line = status_line(self.exp_key, done, self.total, tally, best, reasons, pruned)
         if self.bar is not None:
             self.bar.n = done
             failed = tally["failed"] + tally["error"]
-            post = {"best": best, "failed": f"{failed} ({reasons[:40]})" if reasons else failed}
+            post = {"best": best} | ({"pruned": pruned} if pruned else {})
+            post |= {"failed": f"{failed} ({reasons[:40]})" if reasons else failed}
             post |= {"running": tally["running"], "queued": tally["queued"]}
             self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()

@@ -3,7 +3,8 @@
 It needs no TensorFlow and no access to the coordinator: anyone who can reach the
 database can see the counts by state, the best trials so far and what each running
 trial is doing (its epoch comes from the ``progress`` field the workers update after
-every epoch). ``--watch`` redraws that view until Ctrl-C.
+every epoch). ``--watch`` redraws that view until Ctrl-C. Trials a pruner stopped early
+are ok trials, counted as ``pruned`` and marked by the epoch they stopped at (``pruned_at``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from coordinator.summary import (
     common_reasons,
     failed_trials,
     format_table,
+    pruned_trials,
     reasons_text,
     top_trials,
 )
@@ -35,8 +37,8 @@ log = logging.getLogger("coordinator.results")
 
 FORMATS = ("table", "json", "csv")
 CLEAR = "\033[2J\033[H"
-COUNT_KEYS = ("queued", "running", "ok", "failed", "error", "requeued", "total")
-STATES = ("ok", "failed", "running")
+COUNT_KEYS = ("queued", "running", "ok", "failed", "error", "requeued", "pruned", "total")
+STATES = ("ok", "failed", "running", "pruned")
 OVERVIEW_KEYS = ("exp_key", "model", *COUNT_KEYS, "best_val_accuracy", "best_tid")
 
 EXAMPLES = """
@@ -86,11 +88,13 @@ def study_counts(store: Store, exp_key: str) -> dict[str, int]:
     """Trials by outcome, counted by the server: ``ok``, ``failed`` (a result with status
     fail) and ``error`` apart. ``queued + running + ok + failed + error == total``;
     ``requeued`` counts trials put back in the queue at least once (by a stopping worker
-    or the reaper) whatever their state is now, so it overlaps the others.
+    or the reaper) whatever their state is now, so it overlaps the others; ``pruned``
+    counts the ``ok`` trials that a pruner stopped early.
     """
     counts = store.tally(exp_key)
     counts["total"] = sum(counts.values())
     counts["requeued"] = store.count(exp_key, requeued=True)
+    counts["pruned"] = store.count_pruned(exp_key)
     return counts
 
 
@@ -142,6 +146,7 @@ def study_status(store: Store, exp_key: str, top: int = 10) -> dict:
         "top": top_trials(store, exp_key, top),
         "running": running_trials(store, exp_key),
         "failed": failed_trials(store, exp_key) if counts["failed"] + counts["error"] else [],
+        "pruned": pruned_trials(store, exp_key) if counts["pruned"] else [],
     }
 
 
@@ -176,12 +181,21 @@ def render_status(status: dict) -> str:
     if status["failed"]:
         reasons = reasons_text(common_reasons(status["failed"]))
         parts += ["", f"failed: {len(status['failed'])} ({reasons}); see --state failed"]
+    if status["pruned"]:
+        rules = ", ".join(sorted({str(r["rule"]) for r in status["pruned"]}))
+        n = len(status["pruned"])
+        parts += ["", f"pruned: {n} of the ok trials ({rules}); see --state pruned"]
     return "\n".join(parts)
 
 
 def render_state(status: dict, state: str, fmt: str) -> str:
-    """``--state``: only the study's ok, failed or running trials, one row each."""
-    rows = {"ok": status["top"], "failed": status["failed"], "running": status["running"]}[state]
+    """``--state``: only the study's ok, failed, running or pruned trials, one row each."""
+    rows = {
+        "ok": status["top"],
+        "failed": status["failed"],
+        "running": status["running"],
+        "pruned": status["pruned"],
+    }[state]
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
     if fmt == "csv":
@@ -260,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--exp-key", action="append", default=[], help="study name; repeat for several studies")
     a("--top", type=int, default=10, help="how many of the best trials to list")
     a("--format", choices=FORMATS, default="table", help="output format")
-    a("--state", choices=STATES, help="list only this study's ok, failed or running trials")
+    a("--state", choices=STATES, help="list only this study's ok, failed, running or pruned trials")
     a(
         "--watch",
         nargs="?",

@@ -2,7 +2,9 @@
 
 hyperopt's ``FMinIter`` runs in a background thread exactly as ``fmin`` would run it
 (TPE, the queue, the pickled Domain), only with a short poll interval and a queue long
-enough to keep every worker busy. The main thread shows progress and runs the reaper.
+enough to keep every worker busy. The main thread shows progress, runs the reaper, and
+applies the study's budgets (:mod:`coordinator.limits`): once one is spent, the poster
+stops, the queued trials no worker started are withdrawn, and the running ones finish.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from coordinator.limits import Stopper, StudyLimits
 from coordinator.progress import Progress, best_text
 from coordinator.summary import common_reasons, failed_trials, reasons_text
 from shared.errors import ConfigError, StoreUnavailable
@@ -37,6 +40,7 @@ class Study:
     meta: dict = field(default_factory=dict)
     seed: int | None = None
     poll_interval: float = 0.2
+    limits: StudyLimits = field(default_factory=StudyLimits)
 
 
 def _algo(name: str) -> Callable:
@@ -83,6 +87,7 @@ class Poster(threading.Thread):
         self.study = study
         self.error: BaseException | None = None
         self.halt = threading.Event()  # the coordinator is leaving: stop retrying
+        self.stop_posting = threading.Event()  # a budget is spent: post nothing more
 
     def run(self) -> None:
         delay = 1.0
@@ -116,8 +121,9 @@ class Poster(threading.Thread):
             max_evals=s.max_evals,
             show_progressbar=False,
             verbose=False,
+            early_stop_fn=lambda _trials, *_: (self.stop_posting.is_set(), []),
         )
-        it.exhaust()
+        it.exhaust()  # once stopped, it waits until no trial is queued or running
 
 
 def run(
@@ -128,31 +134,60 @@ def run(
     on_tick: Callable[[], Any] | None = None,
     progress: bool = True,
     interval: float = 1.0,
-) -> None:
-    """Post the study and block until all its trials ended, reaping lost ones meanwhile."""
+) -> str | None:
+    """Post the study and block until all its trials ended, reaping lost ones meanwhile;
+    returns why posting stopped early (a budget), or None."""
     poster = Poster(study)
     poster.start()
-    view = Progress(study.exp_key, study.max_evals, progress)
-    idle = IdleWarning()
+    watch = _Watch(study, progress)
     try:
         while poster.is_alive():
             poster.join(interval)
             try:
-                study.store.reap(grace, max_attempts)
-                tally = study.store.tally(study.exp_key)
-                best = best_text(next(iter(study.store.best(study.exp_key)), None))
-                view.update(tally, best, _reasons(study.store, study.exp_key, tally))
+                watch.tick(grace, max_attempts, poster)
             except StoreUnavailable as e:  # keep watching: workers and poster ride it out too
                 log.warning("store unavailable (%s); retrying", e)
                 continue
-            idle.check(tally)
             if on_tick:
                 on_tick()
     finally:
         poster.halt.set()
-        view.close()
+        watch.view.close()
     if poster.error is not None:
         raise poster.error
+    return watch.stopped
+
+
+class _Watch:
+    """What the main thread does every tick: reap, show progress, apply the budgets."""
+
+    def __init__(self, study: Study, progress: bool) -> None:
+        self.study = study
+        self.view = Progress(study.exp_key, study.max_evals, progress)
+        self.idle = IdleWarning()
+        self.stopper = Stopper(study.limits, lambda: study.store.finished_losses(study.exp_key))
+        self.stopped: str | None = None
+
+    def tick(self, grace: float, max_attempts: int, poster: Poster) -> None:
+        store, key = self.study.store, self.study.exp_key
+        store.reap(grace, max_attempts)
+        tally = store.tally(key)
+        best = best_text(next(iter(store.best(key)), None))
+        pruned = store.count_pruned(key)
+        self.view.update(tally, best, _reasons(store, key, tally), pruned=pruned)
+        self.idle.check(tally)
+        if self.stopped is None:
+            self.stopped = self.stopper.reason(tally["ok"] + tally["failed"])
+            if self.stopped is not None:
+                poster.stop_posting.set()
+                log.warning(
+                    "%s: posting no more trials; %d running trial(s) finish "
+                    "(Ctrl-C requeues them and exits)",
+                    self.stopped,
+                    tally["running"],
+                )
+        if self.stopped is not None:  # the poster may have posted once more meanwhile
+            store.withdraw_queued(key)
 
 
 class IdleWarning:
@@ -184,13 +219,17 @@ def _reasons(store: Store, exp_key: str, tally: dict[str, int], n: int = 1) -> s
     return reasons_text(common_reasons(failed_trials(store, exp_key), n, width=70))
 
 
-def closing_text(store: Store, exp_key: str) -> str:
-    """The study's last word: best, every outcome apart, and why trials failed."""
+def closing_text(store: Store, exp_key: str, stopped: str | None = None) -> str:
+    """The study's last word: best, every outcome apart, pruned trials among the ok ones,
+    why posting stopped early, and why trials failed."""
     tally = store.tally(exp_key)
     best = best_text(next(iter(store.best(exp_key)), None))
-    line = f"study {exp_key} finished: best {best}; " + ", ".join(
-        f"{tally[k]} {k}" for k in ("ok", "failed", "error", "running", "queued")
-    )
+    pruned = store.count_pruned(exp_key)
+    counts = {k: f"{tally[k]} {k}" for k in ("ok", "failed", "error", "running", "queued")}
+    if pruned:
+        counts["ok"] += f" ({pruned} pruned)"
+    how = f"stopped early ({stopped})" if stopped else "finished"
+    line = f"study {exp_key} {how}: best {best}; " + ", ".join(counts.values())
     reasons = _reasons(store, exp_key, tally, n=3)
     if reasons:
         line += f"\nfailed trials: {reasons}\n(all of them: strix results --exp-key {exp_key} "

@@ -1,4 +1,5 @@
-"""Plain-text summaries of a study: the top-trials table, the failure reasons."""
+"""Plain-text summaries of a study: the top-trials table, the failure reasons, the
+pruned trials (ok trials a pruner stopped early, marked by their ``pruned_at`` epoch)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ def failed_trials(store: Store, exp_key: str) -> list[dict]:
     return [{**trial_row(d), "reason": reason_of(d)} for d in sorted(docs, key=lambda d: d["tid"])]
 
 
+def pruned_trials(store: Store, exp_key: str) -> list[dict]:
+    """Every trial the study's pruner stopped: where, its value and what it was below."""
+    docs = store.trials_in(exp_key, [State.DONE], TRIAL_FIELDS, outcome="ok")
+    rows = []
+    for doc in docs:
+        result = doc.get("result") or {}
+        if result.get("pruned"):
+            judged = result.get("pruning") or {}
+            compared = judged.get("compared") or []
+            rows.append(
+                {
+                    **trial_row(doc),
+                    "rule": judged.get("rule"),
+                    "threshold": judged.get("threshold"),
+                    "compared_with": len(compared),
+                }
+            )
+    return rows
+
+
 def reason_of(doc: dict) -> str:
     """Why a trial did not succeed, in the words the worker recorded."""
     result, error = doc.get("result") or {}, doc.get("error") or []
@@ -60,6 +81,7 @@ def trial_row(doc: dict) -> dict:
         "loss": result.get("loss"),
         "val_accuracy": result.get("val_accuracy"),
         "epochs": result.get("epochs"),
+        "pruned_at": result.get("pruned_at_epoch"),  # None: the trial was not pruned
         "seconds": round(duration, 1) if duration is not None else None,
         "host": worker.get("host"),
         "gpu": worker.get("gpu"),

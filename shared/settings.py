@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import defaults as d
+from shared import pruning
 from shared.errors import ConfigError
 
 Check = Callable[[Any], str | None]
@@ -69,210 +70,85 @@ def _bool(text: str) -> bool:
     raise ValueError(text)
 
 
-_STORE = "MongoDB"
-_DATA = "data"
-_WORKER = "worker"
-_STUDY = "study"
+def one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
 
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in [
-        Setting(
-            "mongo",
-            f"MongoDB URI (default {d.MONGO_URL}; launch/results: the embedded server)",
-            env=d.ENV_MONGO,
-            metavar="URI",
-            group=_STORE,
-        ),
-        Setting(
-            "db",
-            f"database, overriding the URI's (default: {d.DB_HELP})",
-            env=d.ENV_DB,
-            group=_STORE,
-        ),
-        Setting(
-            "home",
-            "where the embedded server, caches, logs and outputs live",
-            default="~/.strix",
-            env=d.ENV_HOME,
-            metavar="DIR",
-        ),
-        Setting(
-            "data_dir",
-            "Fashion-MNIST idx directory (default: the Debian package "
-            f"{d.DEBIAN_DATA_DIR}, else a download)",
-            env=d.ENV_DATA_DIR,
-            metavar="DIR",
-            group=_DATA,
-        ),
-        Setting(
-            "cache_dir",
-            "prepared-data cache (default: <home>/cache)",
-            env=d.ENV_CACHE_DIR,
-            metavar="DIR",
-            group=_DATA,
-        ),
-        Setting(
-            "weights_dir",
-            "local ImageNet weight files for offline hosts",
-            env=d.ENV_WEIGHTS_DIR,
-            metavar="DIR",
-            group=_DATA,
-        ),
-        Setting("exp_key", "study name", metavar="KEY", group=_STUDY),
-        Setting(
-            "heartbeat",
-            "seconds between worker heartbeats",
-            d.HEARTBEAT_S,
-            float,
-            env=d.ENV_HEARTBEAT,
-            check=positive,
-            group=_WORKER,
-        ),
-        Setting(
-            "grace",
-            f"seconds without heartbeat before a trial is requeued (default "
-            f"{d.GRACE_FACTOR:g} x heartbeat)",
-            None,
-            float,
-            check=positive,
-            group=_WORKER,
-        ),
-        Setting(
-            "max_attempts",
-            "lost runs before a trial is marked ERROR",
-            d.MAX_ATTEMPTS,
-            int,
-            check=at_least(1),
-            group=_WORKER,
-        ),
-        Setting(
-            "gpu_capacity",
-            "light trials per GPU (a heavy trial takes all of it)",
-            d.GPU_CAPACITY,
-            int,
-            env=d.ENV_GPU_CAPACITY,
-            check=at_least(1, " light trial per GPU", "e.g. --gpu-capacity 4 on a 40 GB GPU"),
-            group=_WORKER,
-        ),
-        Setting(
-            "max_jobs",
-            "exit after this many trials (default: no limit)",
-            None,
-            int,
-            check=at_least(1),
-            group=_WORKER,
-        ),
-        Setting(
-            "max_jobs_in_db",
-            "exit once the database holds this many jobs",
-            None,
-            int,
-            check=at_least(1),
-            group=_WORKER,
-        ),
-        Setting(
-            "poll_interval",
-            "first idle poll, s; it backs off to --poll-cap",
-            d.POLL_FLOOR_S,
-            float,
-            check=positive,
-            group=_WORKER,
-        ),
-        Setting(
-            "poll_cap",
-            "idle poll backoff cap, s",
-            d.POLL_CAP_S,
-            float,
-            check=positive,
-            group=_WORKER,
-        ),
-        Setting(
-            "reserve_timeout",
-            "exit after this many idle seconds (default: never)",
-            None,
-            float,
-            check=positive,
-            group=_WORKER,
-        ),
-        Setting(
-            "max_consecutive_failures",
-            "exit after this many failed trials in a row",
-            d.MAX_CONSECUTIVE_FAILURES,
-            int,
-            check=at_least(1),
-            group=_WORKER,
-        ),
-        Setting(
-            "last_job_timeout",
-            "take no new trial after this many seconds",
-            None,
-            float,
-            check=positive,
-            group=_WORKER,
-        ),
-        Setting(
-            "workdir", "directory trials run in (must be writable)", metavar="DIR", group=_WORKER
-        ),
-        Setting(
-            "allow_module",
-            "also run objectives from this installed package (repeatable or comma-separated)",
-            (),
-            _csv,
-            env=d.ENV_ALLOW_MODULES,
-            metavar="PKG",
-            group=_WORKER,
-        ),
-        Setting(
-            "host",
-            "host name the GPU leases are kept under (default: this host's name)",
-            env=d.ENV_HOST,
-            group=_WORKER,
-        ),
-        Setting("isolate", "run each trial in a fresh subprocess", False, _bool, group=_WORKER),
-        Setting(
-            "backend",
-            "Keras backend: tensorflow, jax or torch (the extras [jax] and [torch] install them)",
-            "tensorflow",
-            env="KERAS_BACKEND",
-            check=lambda v: (
-                None
-                if v in ("tensorflow", "jax", "torch")
-                else (f"must be tensorflow, jax or torch, got {v!r}")
-            ),
-            group=_WORKER,
-        ),
-        Setting(
-            "precision",
-            "float32, mixed_bfloat16 or mixed_float16 (Keras's mixed-precision policy)",
-            "float32",
-            check=lambda v: (
-                None
-                if v in ("float32", "mixed_bfloat16", "mixed_float16")
-                else (f"must be float32, mixed_bfloat16 or mixed_float16, got {v!r}")
-            ),
-            group=_WORKER,
-        ),
-        Setting(
-            "fake_gpus",
-            "pretend this host has N GPUs, computing on the CPU (tests)",
-            env=d.ENV_FAKE_GPUS,
-            group=_WORKER,
-        ),
-        Setting(
-            "gpus",
-            "this host's GPU indices, e.g. 0,1 (default: what nvidia-smi lists)",
-            env=d.ENV_GPUS,
-            group=_WORKER,
-        ),
-        Setting(
-            "gpu",
-            "pin this worker to one GPU index (default: the least used one)",
-            env=d.ENV_GPU,
-            group=_WORKER,
-        ),
-    ]
-}
+
+_STORE, _GENERAL, _DATA, _WORKER, _STUDY = "MongoDB", "general", "data", "worker", "study"
+_GPU_HINT = "e.g. --gpu-capacity 4 on a 40 GB GPU"
+
+# fmt: off
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    Setting("mongo", f"MongoDB URI (default {d.MONGO_URL}; launch/results: the embedded server)",
+            env=d.ENV_MONGO, metavar="URI", group=_STORE),
+    Setting("db", f"database, overriding the URI's (default: {d.DB_HELP})", env=d.ENV_DB,
+            group=_STORE),
+    Setting("home", "where the embedded server, caches, logs and outputs live", "~/.strix",
+            env=d.ENV_HOME, metavar="DIR", group=_GENERAL),
+    Setting("data_dir", "Fashion-MNIST idx directory (default: the study's recorded one, "
+            f"then the Debian package {d.DEBIAN_DATA_DIR}, else a download)",
+            env=d.ENV_DATA_DIR, metavar="DIR", group=_DATA),
+    Setting("cache_dir", "prepared-data cache (default: <home>/cache)", env=d.ENV_CACHE_DIR,
+            metavar="DIR", group=_DATA),
+    Setting("weights_dir", "local ImageNet weight files for offline hosts",
+            env=d.ENV_WEIGHTS_DIR, metavar="DIR", group=_DATA),
+    Setting("exp_key", "study name", metavar="KEY", group=_STUDY),
+    Setting("heartbeat", "seconds between worker heartbeats", d.HEARTBEAT_S, float,
+            env=d.ENV_HEARTBEAT, check=positive, group=_WORKER),
+    Setting("grace", "seconds without heartbeat before a trial is requeued (default "
+            f"{d.GRACE_FACTOR:g} x heartbeat)", None, float, check=positive, group=_WORKER),
+    Setting("max_attempts", "lost runs before a trial is marked ERROR", d.MAX_ATTEMPTS, int,
+            check=at_least(1), group=_WORKER),
+    Setting("gpu_capacity", "light trials per GPU (a heavy trial takes all of it)",
+            d.GPU_CAPACITY, int, env=d.ENV_GPU_CAPACITY,
+            check=at_least(1, " light trial per GPU", _GPU_HINT), group=_WORKER),
+    Setting("max_jobs", "exit after this many trials (default: no limit)", None, int,
+            check=at_least(1), group=_WORKER),
+    Setting("max_jobs_in_db", "exit once the database holds this many jobs", None, int,
+            check=at_least(1), group=_WORKER),
+    Setting("poll_interval", "first idle poll, s; it backs off to --poll-cap", d.POLL_FLOOR_S,
+            float, check=positive, group=_WORKER),
+    Setting("poll_cap", "idle poll backoff cap, s", d.POLL_CAP_S, float, check=positive,
+            group=_WORKER),
+    Setting("reserve_timeout", "exit after this many idle seconds (default: never)", None,
+            float, check=positive, group=_WORKER),
+    Setting("max_consecutive_failures", "exit after this many failed trials in a row",
+            d.MAX_CONSECUTIVE_FAILURES, int, check=at_least(1), group=_WORKER),
+    Setting("last_job_timeout", "take no new trial after this many seconds", None, float,
+            check=positive, group=_WORKER),
+    Setting("workdir", "directory trials run in (must be writable)", metavar="DIR",
+            group=_WORKER),
+    Setting("allow_module", "also run objectives from this installed package (repeatable or "
+            "comma-separated)", (), _csv, env=d.ENV_ALLOW_MODULES, metavar="PKG",
+            group=_WORKER),
+    Setting("host", "host name the GPU leases are kept under (default: this host's name)",
+            env=d.ENV_HOST, group=_WORKER),
+    Setting("isolate", "run each trial in a fresh subprocess", False, _bool, group=_WORKER),
+    Setting("backend", "Keras backend (the extras [jax] and [torch] install the others)",
+            "tensorflow", env="KERAS_BACKEND", check=one_of("tensorflow", "jax", "torch"),
+            group=_WORKER),
+    Setting("precision", "Keras's mixed-precision policy", "float32",
+            check=one_of("float32", "mixed_bfloat16", "mixed_float16"), group=_WORKER),
+    Setting("fake_gpus", "pretend this host has N GPUs, computing on the CPU (tests)",
+            env=d.ENV_FAKE_GPUS, group=_WORKER),
+    Setting("gpus", "this host's GPU indices, e.g. 0,1 (default: what nvidia-smi lists)",
+            env=d.ENV_GPUS, group=_WORKER),
+    Setting("gpu", "pin this worker to one GPU index (default: the least used one)",
+            env=d.ENV_GPU, group=_WORKER),
+    Setting("pruner", "stop hopeless trials early: none, median or asha", pruning.DEFAULT_KIND,
+            check=one_of(*pruning.KINDS), group=_STUDY),
+    Setting("min_epochs", "ASHA's first rung, the median rule's warm-up (epochs)",
+            pruning.DEFAULT_MIN_EPOCHS, int, check=at_least(1), group=_STUDY),
+    Setting("reduction_factor", "ASHA's eta: keep the top 1/eta at each rung",
+            pruning.DEFAULT_REDUCTION_FACTOR, int, check=at_least(2), group=_STUDY),
+    Setting("pruner_startup", "the median rule's minimum number of other trials",
+            pruning.DEFAULT_STARTUP, int, check=at_least(1), group=_STUDY),
+    Setting("stop_after", "stop posting when the best loss has not improved for N finished "
+            "trials", None, int, check=at_least(1), group=_STUDY),
+    Setting("timeout", "stop posting after this many minutes; running trials finish", None,
+            float, check=positive, group=_STUDY),
+]}
+# fmt: on
 
 
 def add(parser: argparse.ArgumentParser | Any, *names: str, **defaults: Any) -> None:
