@@ -27,6 +27,7 @@ from bench.reproduce_rows import BY_KEY, ROWS, Row
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "reproduce"
 DOC = ROOT / "docs" / "reproduction.md"
+WEIGHTS = Path(os.environ.get("STRIX_WEIGHTS_DIR") or ROOT.parent / "shared" / "weights")
 
 EXAMPLES = """examples:
   python -m bench.reproduce --quick                     # the CPU set, ~1 h on 2 cores
@@ -102,12 +103,13 @@ def result_file(run: Run) -> Path:
     return run.folder / ("provenance.json" if run.row.study else "result.json")
 
 
-def execute(run: Run, log: Path) -> dict | None:
+def execute(run: Run, log: Path, weights_dir: Path) -> dict | None:
     """Run one row through the project's command; its result, or None when it failed."""
     if result_file(run).is_file():
         return json.loads(result_file(run).read_text())
     run.folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    env["STRIX_WEIGHTS_DIR"] = str(weights_dir)  # the MobileNet rows' ImageNet file
     if run.row.study:
         commands = [[sys.executable, "-m", "coordinator.cli", *c[1:]] for c in study_commands(run)]
     else:
@@ -180,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--doc", type=Path, default=DOC, help="the document written")
     p.add_argument("--out", type=Path, default=OUT, help="the runs' folders")
+    p.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="the ImageNet weight files")
     p.add_argument("--doc-only", action="store_true", help="only rewrite the document")
     return p  # fmt: skip
 
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, run in enumerate(runs, 1):
         if not args.doc_only:
             print(f"[{i}/{len(runs)}] {run.row.key} seed {run.seed} {run.monitor}", flush=True)
-            found = execute(run, log)
+            found = execute(run, log, args.weights_dir)
         else:
             found = json.loads(result_file(run).read_text()) if result_file(run).is_file() else None
         if found is not None:

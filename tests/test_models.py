@@ -242,7 +242,7 @@ def test_build_model_flattens_casts_and_drops_training_keys() -> None:
     assert {"extra1_conv1", "extra2_conv1", "fc2"} <= set(layer_names(model))
     assert model.get_layer("fc1").units == 512
     assert model.input_shape == (None, 32, 32, 1)
-    assert {"batch_size", "learning_rate", "optimizer"} == TRAIN_KEYS
+    assert {"batch_size", "learning_rate", "lr_decay", "optimizer"} == TRAIN_KEYS
 
 
 def test_registry_errors_are_config_errors() -> None:
