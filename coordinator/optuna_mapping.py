@@ -21,7 +21,8 @@ The bounds are widened to every value the trials hold, so a distribution always 
 its values (Optuna checks that) even when hyperopt's rounding lands one step outside.
 
 **Trials.** Queued -> WAITING, running -> RUNNING, ok with a finite score -> COMPLETE, a
-result with status ``pruned`` -> PRUNED, anything else (a failed result, a state-3 error)
+pruned result (``status: ok`` with ``pruned: true``, as the pruner stores it, so TPE learns
+from it) -> PRUNED, anything else (a failed result, a state-3 error)
 -> FAIL with its reason in the ``failure_reason`` user attr. A study is scored by
 *maximize validation accuracy* when it runs Strix's Keras objective, else by *minimize
 hyperopt's loss* (toy and foreign objectives), every trial the same way. Intermediate
@@ -312,7 +313,7 @@ def outcome(doc: dict, objective: Objective) -> tuple[TrialState, float | None, 
         reason = error[-1] if isinstance(error, list | tuple) and error else error
         return TrialState.FAIL, None, str(reason or f"job state {state!r}")
     status = result.get("status")
-    if status in PRUNED_STATUSES:
+    if status in PRUNED_STATUSES or (status == "ok" and result.get("pruned")):
         return TrialState.PRUNED, objective.value(result), None
     if status != "ok":
         return TrialState.FAIL, None, str(result.get("reason") or f"status {status!r}")

@@ -189,6 +189,17 @@ def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
     assert outcome(nan, LOSS) == (TrialState.FAIL, None, "loss is not a finite number")
     pruned = {"state": 2, "result": {"status": "pruned", "loss": 0.5, "val_accuracy": 0.5}}
     assert outcome(pruned, VAL_ACCURACY)[0] == TrialState.PRUNED
+    stored = {
+        "state": 2,
+        "result": {
+            "status": "ok",
+            "pruned": True,
+            "loss": 0.4,
+            "val_accuracy": 0.6,
+            "pruned_at_epoch": 3,
+        },
+    }
+    assert outcome(stored, VAL_ACCURACY) == (TrialState.PRUNED, 0.6, None)
     error = {"state": 3, "error": ["strix", "lost 3 times"]}
     assert outcome(error, VAL_ACCURACY) == (TrialState.FAIL, None, "lost 3 times")
     assert outcome({"state": 0}, LOSS)[0] == TrialState.WAITING
