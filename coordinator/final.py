@@ -106,19 +106,6 @@ def data_spec_for(trial: dict, cfg: FinalConfig) -> DataSpec:
     return spec
 
 
-def training_split(data: Dataset, train_only: bool) -> Dataset:
-    """train+val as one training set (a copy in memory), or train alone."""
-    import numpy as np
-
-    if train_only:
-        return data
-    return replace(
-        data,
-        x_train=np.concatenate([data.x_train, data.x_val]),
-        y_train=np.concatenate([data.y_train, data.y_val]),
-    )
-
-
 def study_data(store: Store, trial: dict, cfg: FinalConfig) -> tuple[Dataset, dict]:
     """The study's data: ``--data-dir``, else its recorded copy, else the library's
     search; a copy that hashes differently from the study's record is said so."""
@@ -139,13 +126,18 @@ def study_data(store: Store, trial: dict, cfg: FinalConfig) -> tuple[Dataset, di
 
 
 def retrain(
-    trial: dict, data: Dataset, epochs: int, seed: int | None, weights_dir: str | None = None
+    trial: dict, data: Dataset, epochs: int, seed: int | None, cfg: FinalConfig
 ) -> tuple[Any, dict, float]:
-    """Fit the trial's params for exactly ``epochs`` epochs, no early stopping, no validation."""
+    """Fit the trial's params for exactly ``epochs`` epochs, no early stopping, no validation;
+    on cached base outputs when the study's trials trained on them (the exported model then
+    carries the cached base)."""
+    from shared.features import why_not
     from shared.jobs import resolve_weights
+    from shared.spaces import flatten
     from shared.training import diverged, train
 
     spec = trial["spec"]
+    cached = spec.get("feature_cache") and why_not(spec["model"], flatten(spec["params"])) is None
     started = time.perf_counter()
     model, history = train(
         spec["model"],
@@ -155,8 +147,10 @@ def retrain(
         early_stopping=False,
         validation=False,
         seed=seed,
-        weights=resolve_weights(spec["model"], spec.get("weights"), weights_dir),
+        weights=resolve_weights(spec["model"], spec.get("weights"), cfg.weights_dir),
         verbose=2,
+        feature_cache=cfg.cache_dir if cached else None,
+        merge_val=not cfg.train_only,
     )
     reason = diverged(history)
     if reason is not None:
@@ -172,16 +166,16 @@ def run_final(store: Store, cfg: FinalConfig) -> dict:
     data, run = study_data(store, trial, cfg)
     epochs = cfg.epochs or default_epochs(trial)
     seed = cfg.seed if cfg.seed is not None else trial["spec"].get("seed")
-    fit = training_split(data, cfg.train_only)
+    n_train = len(data.y_train) + (0 if cfg.train_only else len(data.y_val))
     what = "train" if cfg.train_only else "train+val"
     log.info("retraining trial %s for %d epoch(s) on %s", trial.get("tid"), epochs, what)
-    print(f"trial {trial.get('tid')}: {epochs} epoch(s) on {len(fit.y_train)} {what} images")
-    model, history, seconds = retrain(trial, fit, epochs, seed, cfg.weights_dir)
+    print(f"trial {trial.get('tid')}: {epochs} epoch(s) on {n_train} {what} images")
+    model, history, seconds = retrain(trial, data, epochs, seed, cfg)
     result = evaluate(model, data.x_test, data.y_test)
     cfg.out.mkdir(parents=True, exist_ok=True)
     blob = export_model(model, cfg.out / "model.keras")
     run.update(exp_key=cfg.exp_key, seed=seed, train_only=cfg.train_only, eval=result)
-    run.update(n_train=len(fit.y_train), epochs=epochs, seconds=seconds, history=history)
+    run.update(n_train=n_train, epochs=epochs, seconds=seconds, history=history)
     prov = provenance(trial, data, run, blob)
     _write_outputs(cfg, trial, result, prov)
     if cfg.store_model:

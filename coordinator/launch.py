@@ -79,6 +79,7 @@ class LaunchConfig:
     progress: bool
     home: Path
     weights_dir: str | None = None
+    feature_cache: bool = False
     backend: str = "tensorflow"
     precision: str = "float32"
     pruner: dict = field(default_factory=dict)  # PrunerConfig fields given on the command line
@@ -115,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resource", choices=catalog.RESOURCES, help="override the model's resource class")
     a("--clamp", action="store_true", help="limit num_blocks to what the image size allows")
     a("--augment", action="store_true", help="also tune crop/flip/rotate augmentation")
+    a(
+        "--feature-cache",
+        choices=["auto", "off"],
+        default="auto",
+        help="auto: a frozen-base model without augmentation trains its head on base outputs "
+        "computed once per host, as a light trial; off: every trial runs the whole model",
+    )
     a("--no-progress", action="store_true", help="no progress bars or progress lines")
     settings.add(p, *SHARED, *PRUNER_SETTINGS)
     return p
@@ -172,12 +180,13 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         cache_dir=v["cache_dir"] or str(home / "cache"),
         weights=None if weights in ("none", "None") else weights,
         tb_dir=args.tb_dir,
-        resource=args.resource or info.resource,
+        resource=args.resource or _resource(info, args),
         clamp=args.clamp,
         augment=args.augment,
         heartbeat=v["heartbeat"],
         max_attempts=v["max_attempts"],
         gpu_capacity=args.gpu_capacity,
+        feature_cache=_cacheable(info, args),
         progress=not args.no_progress,
         home=home,
         weights_dir=v["weights_dir"],
@@ -261,6 +270,19 @@ def data_spec(cfg: LaunchConfig) -> DataSpec:
     )
 
 
+def _cacheable(info: catalog.Entry, args: argparse.Namespace) -> bool:
+    """Decided when the study is posted and stamped on every job: a model with a frozen
+    base (catalog) and no augmentation trains on cached features."""
+    if args.feature_cache == "off" or info.base_layer is None or args.augment:
+        return False
+    return not info.name.startswith("mobilenet")  # MobileNet fine-tunes its base (seed 003)
+
+
+def _resource(info: catalog.Entry, args: argparse.Namespace) -> str:
+    """A cached trial costs what its head costs: it shares a GPU like ConvStrix."""
+    return "light" if _cacheable(info, args) else info.resource
+
+
 def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> Study:
     from coordinator.limits import StudyLimits
     from coordinator.study import Study
@@ -278,6 +300,7 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
         weights=cfg.weights,
         tb_dir=cfg.tb_dir,
         pruner=pruner,
+        feature_cache=cfg.feature_cache,
     )
     timeout_s = None if cfg.timeout_min is None else 60.0 * cfg.timeout_min
     return Study(
@@ -289,7 +312,12 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
         algo=cfg.algo,
         max_queue_len=cfg.max_queue_len,
         resource=cfg.resource,
-        meta={"model": cfg.model, "data_source": source, "pruner": pruner},
+        meta={
+            "model": cfg.model,
+            "data_source": source,
+            "pruner": pruner,
+            "feature_cache": cfg.feature_cache,
+        },
         seed=cfg.seed,
         limits=StudyLimits(stop_after=cfg.stop_after, timeout_s=timeout_s),
     )

@@ -50,6 +50,7 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     job: dict | None = None
     weights_dir: str | None = None
+    cache_dir: str | None = None
 
     @classmethod
     def from_environment(cls) -> RunContext:
@@ -64,6 +65,7 @@ class RunContext:
         return cls(
             load_data=lambda spec: load(spec, data_dir=v["data_dir"], cache_dir=cache),
             weights_dir=v["weights_dir"],
+            cache_dir=cache,
         )
 
 
@@ -97,6 +99,7 @@ class JobConfig:
     weights: str | None = None
     tb_dir: str | None = None
     pruner: dict | None = None  # shared.pruning.PrunerConfig as a dict; None: no pruning
+    feature_cache: bool = False  # train the head on cached base outputs when the trial can
     strix_version: str = __version__
 
 
@@ -138,6 +141,7 @@ def keras_space(
     weights: str | None = None,
     tb_dir: str | None = None,
     pruner: dict | None = None,
+    feature_cache: bool = False,
 ) -> dict:
     """The space ``fmin`` samples: the model's params plus the constants every job carries
     (the pruner among them, so every worker judges every trial by the same rule)."""
@@ -150,6 +154,7 @@ def keras_space(
         "weights": weights,
         "tb_dir": tb_dir,
         "pruner": pruner,
+        "feature_cache": feature_cache,
         "strix_version": __version__,
     }
 
@@ -181,7 +186,24 @@ def train_job(job: JobConfig) -> dict:
         seed=job.seed,
         weights=resolve_weights(job.model, job.weights, ctx.weights_dir),
         tb_dir=_trial_tb_dir(job.tb_dir, ctx.job),
+        feature_cache=_feature_cache(job, ctx),
     )
+
+
+def _feature_cache(job: JobConfig, ctx: RunContext) -> str | None:
+    """The cache directory when this trial trains on cached base outputs, else None."""
+    if not job.feature_cache:
+        return None
+    from shared.features import why_not
+    from shared.spaces import flatten
+
+    reason = why_not(job.model, flatten(dict(job.params)))
+    if reason is not None:
+        log.info(
+            "trial %s trains on images, not cached features: %s", (ctx.job or {}).get("tid"), reason
+        )
+        return None
+    return ctx.cache_dir or "~/.strix/cache"
 
 
 def _trial_tb_dir(tb_dir: str | None, job: dict | None) -> str | None:

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from shared import backend, defaults
+from shared.batches import Batches
 from shared.callbacks import (
     EpochRecorder,
     EpochSink,
@@ -40,6 +41,7 @@ from shared.callbacks import (
     StopOnEvent,
     StopOnNonFinite,
 )
+from shared.catalog import entry as catalog_entry
 from shared.data import Dataset
 from shared.errors import ConfigError, ModelError
 from shared.models import build_model
@@ -131,11 +133,18 @@ def train(
     monitor: str = "val_loss",
     tb_dir: str | None = None,
     verbose: int = 0,
+    feature_cache: str | None = None,
+    merge_val: bool = False,
 ) -> tuple[keras.Model, History]:
     """Build, compile and fit one model; shared by trials and the final retrain.
 
+    With ``feature_cache`` (a cache directory) a model with a frozen base trains only its
+    head, on the base's outputs computed once (:mod:`shared.features`); the returned full
+    model carries the cached base's weights, so it predicts exactly what was trained.
     Raises ModelError when the params cannot be built for ``data``'s image size. A diverged
     run is *not* an exception here: check :func:`diverged` on the returned history.
+    ``merge_val`` trains on the training and validation images together (the final
+    retrain, where model selection is over).
     """
     _check_request(data, early_stopping=early_stopping, validation=validation, tb_dir=tb_dir)
     keras.backend.clear_session()
@@ -146,23 +155,43 @@ def train(
         flat.get("optimizer", DEFAULT_OPTIMIZER), flat.get("learning_rate", DEFAULT_LEARNING_RATE)
     )
     model = _build(model_name, params, data, weights)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train_batches = _Batches(data.x_train, data.y_train, batch_size, shuffle=True, seed=seed)
-    val_batches = (
-        _Batches(data.x_val, data.y_val, batch_size, shuffle=False) if validation else None
+    fitted, x_train, x_val = _on_features(model, model_name, weights, data, feature_cache)
+    y_train = data.y_train
+    if merge_val:  # a copy in memory, made once for the whole retrain
+        x_train, y_train = np.concatenate([x_train, x_val]), np.concatenate([y_train, data.y_val])
+    fitted.compile(
+        optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
+    train_batches = Batches(x_train, y_train, batch_size, shuffle=True, seed=seed)
+    val_batches = Batches(x_val, data.y_val, batch_size, shuffle=False) if validation else None
     recorder = recorder or EpochRecorder()
     schedule = lr_schedule(flat, flat.get("learning_rate", DEFAULT_LEARNING_RATE))
     extra = [*schedule, recorder, *callbacks]  # the schedule first: the recorder sees its rate
-    model.fit(
+    fitted.fit(
         train_batches,
         validation_data=val_batches,
         epochs=int(epochs),
-        shuffle=False,  # _Batches shuffles itself, reproducibly from ``seed``
+        shuffle=False,  # Batches shuffles itself, reproducibly from ``seed``
         callbacks=_callbacks(extra, early_stopping, patience, tb_dir, monitor),
         verbose=verbose,
     )
     return model, recorder.history
+
+
+def _on_features(
+    model: keras.Model, name: str, weights: str | None, data: Dataset, cache_dir: str | None
+) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """(what to fit, its training inputs, its validation inputs): the model on images, or
+    its head on the cached outputs of its frozen base."""
+    if cache_dir is None:
+        return model, data.x_train, data.x_val
+    from shared import features
+
+    cached = features.features_for(model, name, weights, data, cache_dir)
+    base_layer = model.get_layer(catalog_entry(name).base_layer)
+    base_layer.load_weights(cached.base_weights)  # the base the features came from
+    _, head = features.split(model, base_layer.name)
+    return head, cached.x_train, cached.x_val
 
 
 def run_trial(
@@ -181,6 +210,7 @@ def run_trial(
     tb_dir: str | None = None,
     verbose: int = 0,
     on_model: Callable[[keras.Model], None] | None = None,
+    feature_cache: str | None = None,
 ) -> dict[str, Any]:
     """One hyperopt evaluation; returns a result dict and never the model.
 
@@ -200,6 +230,7 @@ def run_trial(
         "image_size": int(data.spec.image_size),
         "backend": backend.current(),
         "precision": keras.mixed_precision.global_policy().name,
+        "feature_cache": feature_cache is not None,
     }
     model = None
     try:
@@ -219,6 +250,7 @@ def run_trial(
             monitor=budget.monitor,
             tb_dir=tb_dir,
             verbose=verbose,
+            feature_cache=feature_cache,
         )
         if on_model is not None and not diverged(recorder.history):
             on_model(model)
@@ -249,44 +281,6 @@ def diverged(history: Mapping[str, Sequence[float | None]]) -> str | None:
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-class _Batches(keras.utils.PyDataset):
-    """Reads one batch at a time from the uint8 (often memory-mapped) arrays.
-
-    Why not ``model.fit(x, y)``: Keras would convert the whole split into one tensor, i.e.
-    a private copy per worker process; slicing the memmap per batch lets the page cache be
-    shared by all workers on a host, and the model casts uint8 to float on the device.
-    """
-
-    def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.x = x
-        self.y = np.asarray(y, dtype=np.int32)
-        self.batch_size = batch_size
-        self._rng = np.random.default_rng(seed) if shuffle else None
-        self._order = np.arange(len(x))
-        self.on_epoch_end()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        # Sorted indices read the memmap front to back; order inside a batch is irrelevant.
-        idx = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
-        return np.asarray(self.x[idx]), self.y[idx]
-
-    def on_epoch_end(self) -> None:
-        if self._rng is not None:
-            self._rng.shuffle(self._order)
 
 
 def _summarise(

@@ -114,3 +114,92 @@ def test_a_damaged_cache_is_detected_and_rebuilt(data, tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])  # a partial file
     rebuilt = features_for(_vgg(), "vggstrix", None, data, str(tmp_path))
     assert len(rebuilt.x_val) == len(data.y_val)
+
+
+def _launch_cfg(*argv: str):
+    from coordinator import launch
+
+    return launch.resolve(launch.build_parser().parse_args(["--model", "vggstrix", *argv]))
+
+
+def test_the_resource_class_follows_the_cache_decision() -> None:
+    cached = _launch_cfg("--image-size", "32", "--weights", "none")
+    assert cached.feature_cache and cached.resource == "light"
+    augmented = _launch_cfg("--image-size", "32", "--augment")
+    assert not augmented.feature_cache and augmented.resource == "heavy"
+    off = _launch_cfg("--image-size", "32", "--feature-cache", "off")
+    assert not off.feature_cache and off.resource == "heavy"
+
+
+@pytest.mark.slow
+def test_a_cached_study_trains_light_and_final_exports_the_whole_model(
+    data_dir: Path, tmp_path: Path, mongo_url: str, db_name: str
+) -> None:
+    import keras
+
+    from shared.store import State, connect
+
+    cli = [sys.executable, "-m", "coordinator.cli"]
+    common = [
+        "--mongo",
+        mongo_url,
+        "--db",
+        db_name,
+        "--exp-key",
+        "vgg-cached",
+        "--home",
+        str(tmp_path),
+        "--data-dir",
+        str(data_dir),
+    ]
+    launch = [
+        *cli,
+        "launch",
+        "--model",
+        "vggstrix",
+        "--image-size",
+        "32",
+        "--weights",
+        "none",
+        "--local-workers",
+        "1",
+        "--max-evals",
+        "2",
+        "--max-epochs",
+        "1",
+        "--limit",
+        "300",
+        "--seed",
+        "3",
+        "--pruner",
+        "none",
+        "--no-progress",
+        *common,
+    ]
+    res = subprocess.run(launch, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    docs = connect(mongo_url, db_name).trials_in("vgg-cached", [State.DONE], ["result", "resource"])
+    assert [d["resource"] for d in docs] == ["light", "light"]
+    assert all(d["result"]["feature_cache"] for d in docs), [d["result"] for d in docs]
+    caches = [p for p in (tmp_path / "cache" / "features").iterdir() if p.is_dir()]
+    assert len(caches) == 1, "computed once"
+    out = tmp_path / "final"
+    final = [
+        *cli,
+        "final",
+        "--epochs",
+        "1",
+        "--test-limit",
+        "100",
+        "--no-store",
+        "--out",
+        str(out),
+        *common,
+    ]
+    res = subprocess.run(final, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import shared.models  # noqa: F401 - registers Strix's layers for load_model
+
+    model = keras.models.load_model(out / "model.keras")
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    assert model.predict(x, verbose=0).shape == (4, 10)

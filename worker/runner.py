@@ -225,6 +225,7 @@ class Worker:
             stop=self.trial_stop,
             job=job,
             weights_dir=self.cfg.weights_dir,
+            cache_dir=self.cfg.cache_dir,
         )
         if config.model != "toy":
             backend.set_precision(self.cfg.precision)  # imports Keras on the chosen backend
