@@ -8,6 +8,7 @@ resumed launch, ``final`` and ``report`` find the same files in a new shell with
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from shared.errors import DataError
@@ -40,7 +41,7 @@ def study_source(store: Store, exp_key: str, data_dir: str | None) -> dict:
     found = find_data_dir(data_dir)
     if found is None:
         return {"dir": None, "hash": None}
-    current = {"dir": str(Path(found).resolve()), "hash": _hash_of(found)}
+    current = {"dir": os.path.abspath(found), "hash": _hash_of(found)}
     old = (recorded or {}).get("hash")
     if old and old != current["hash"]:
         log.warning(
