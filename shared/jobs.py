@@ -175,6 +175,8 @@ def train_job(job: JobConfig) -> dict:
         data = ctx.load_data(spec)  # type: ignore[misc]
     except StrixError as e:
         return {"status": "fail", "loss": None, "reason": str(e)}
+    if ctx.stop.is_set():  # told to stop while TensorFlow or the data loaded: give it back now
+        raise InterruptedError("stopped before training started")
     return run_trial(
         job.model,
         job.params,

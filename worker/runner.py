@@ -227,7 +227,7 @@ class Worker:
             weights_dir=self.cfg.weights_dir,
             cache_dir=self.cfg.cache_dir,
         )
-        if config.model != "toy":
+        if config.model != "toy" and self.cfg.precision != "float32":
             backend.set_precision(self.cfg.precision)  # imports Keras on the chosen backend
         with run_context(ctx):
             return runner(domain.fn)(config)
