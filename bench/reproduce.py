@@ -139,7 +139,7 @@ def plan(args: argparse.Namespace) -> list[Run]:
         [BY_KEY[k] for k in args.rows] if args.rows else [r for r in ROWS if r.quick or args.full]
     )
     monitors = args.monitors.split(",")
-    runs = [Run(r, 0, monitors[0], budget, args.out) for r in rows]
+    runs = [Run(r, 0, monitors[0], _row_budget(r, budget, args), args.out) for r in rows]
     extra_rows = [BY_KEY[k] for k in args.seed_rows] if args.seed_rows else rows
     spread = Budget(budget.epochs, budget.patience, args.spread_limit or budget.limit)
     for seed in range(args.seeds):
@@ -149,6 +149,14 @@ def plan(args: argparse.Namespace) -> list[Run]:
     for run in runs:
         unique.setdefault(run.folder, run)
     return list(unique.values())
+
+
+def _row_budget(row: Row, budget: Budget, args: argparse.Namespace) -> Budget:
+    """The quick mode's tighter cut for the rows that need one, unless flags say otherwise."""
+    if not args.quick or row.quick_budget is None or args.epochs or args.limit:
+        return budget
+    epochs, limit = row.quick_budget
+    return Budget(epochs=epochs, patience=budget.patience, limit=limit)
 
 
 def build_parser() -> argparse.ArgumentParser:

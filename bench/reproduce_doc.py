@@ -130,19 +130,33 @@ def correlation_table(runs: list, results: dict) -> list[str]:
         docs.append(
             {"tid": i, "result": result, "misc": {"vals": {k: [v] for k, v in vals.items()}}}
         )
-    if len(docs) < 3:
+    if len(docs) < 2:
         return []
     paper = {"conv_layers": -0.89, "filters_1": 0.24, "filters_2": -0.72, "hidden_units": 0.35}
     lines = [
         "| parameter | paper | Strix ρ (Spearman) | n | sign |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for row in correlations(docs, encode(docs)):
+    rows = correlations(docs, encode(docs)) if len(docs) > 2 else _two_rows(docs)
+    for row in rows:
         rho, ref = row["rho"], paper[row["parameter"]]
         same = "–" if rho is None else ("same" if (rho > 0) == (ref > 0) else "**opposite**")
         shown = "undefined" if rho is None else f"{rho:+.2f}"
         lines.append(f"| {row['parameter']} | {ref:+.2f} | {shown} | {row['n']} | {same} |")
     return lines
+
+
+def _two_rows(docs: list[dict]) -> list[dict]:
+    """Two rows give a direction, not a rank correlation: +1 when accuracy moved with the
+    parameter, -1 against it (shown as such, and computed by Spearman from 3 rows on)."""
+    a, b = docs
+    gain = b["result"]["val_accuracy"] - a["result"]["val_accuracy"]
+    rows = []
+    for label, (va,) in a["misc"]["vals"].items():
+        step = b["misc"]["vals"][label][0] - va
+        rho = None if step == 0 or gain == 0 else (1.0 if (step > 0) == (gain > 0) else -1.0)
+        rows.append({"parameter": label, "n": 2, "rho": rho})
+    return rows
 
 
 def dropout_figure(runs: list, results: dict, doc: Path) -> list[str]:
