@@ -33,7 +33,7 @@ EXAMPLES = """examples:
   python -m bench.reproduce --quick                     # the CPU set, ~1 h on 2 cores
   python -m bench.reproduce --quick --seeds 3 --rows s003-simplecnn-none
   python -m bench.reproduce --quick --monitors val_loss,val_accuracy --seeds 3 \
-      --seed-rows s003-simplecnn-none --spread-limit 12000   # the quick set as documented
+      --seed-rows s003-simplecnn-none --spread-limit 12000 --spread-long 30x6000  # as documented
   python -m bench.reproduce --full --weights-dir ../shared/weights   # every row, on a GPU
   python -m bench.reproduce --quick --doc-only          # rewrite the doc from finished runs
 """
@@ -63,7 +63,8 @@ class Run:
     @property
     def folder(self) -> Path:
         limit = f"-n{self.budget.limit}" if self.budget.limit else ""
-        name = f"seed{self.seed}-{self.monitor}-e{self.budget.epochs}{limit}"
+        patience = f"-p{self.budget.patience}" if self.budget.patience != QUICK.patience else ""
+        name = f"seed{self.seed}-{self.monitor}-e{self.budget.epochs}{limit}{patience}"
         return self.out / self.row.key / name
 
     def argv(self) -> list[str]:
@@ -141,10 +142,12 @@ def plan(args: argparse.Namespace) -> list[Run]:
     monitors = args.monitors.split(",")
     runs = [Run(r, 0, monitors[0], _row_budget(r, budget, args), args.out) for r in rows]
     extra_rows = [BY_KEY[k] for k in args.seed_rows] if args.seed_rows else rows
-    spread = Budget(budget.epochs, budget.patience, args.spread_limit or budget.limit)
-    for seed in range(args.seeds):
-        for monitor in monitors:
-            runs += [Run(r, seed, monitor, spread, args.out) for r in extra_rows if r.study == 0]
+    spreads = [Budget(budget.epochs, budget.patience, args.spread_limit or budget.limit)]
+    spreads += [Budget(e, args.spread_patience, n) for e, n in args.spread_long or []]
+    for spread in spreads:
+        for seed in range(args.seeds):
+            for monitor in monitors:
+                runs += [Run(r, seed, monitor, spread, args.out) for r in extra_rows if not r.study]
     unique: dict[Path, Run] = {}
     for run in runs:
         unique.setdefault(run.folder, run)
@@ -157,6 +160,16 @@ def _row_budget(row: Row, budget: Budget, args: argparse.Namespace) -> Budget:
         return budget
     epochs, limit = row.quick_budget
     return Budget(epochs=epochs, patience=budget.patience, limit=limit)
+
+
+def _epochs_images(text: str) -> tuple[int, int]:
+    epochs, _, images = text.partition("x")
+    try:
+        return int(epochs), int(images)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected EPOCHSxIMAGES, e.g. 30x6000"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the extra seeds' and monitors' runs on N images (default: --limit)",
     )
+    p.add_argument(
+        "--spread-long",
+        type=_epochs_images,
+        action="append",
+        metavar="EPOCHSxN",
+        help="also the extra seeds and monitors at EPOCHS epochs on N images (e.g. 30x6000)",
+    )
+    p.add_argument("--spread-patience", type=int, default=5, help="patience of --spread-long")
     p.add_argument("--doc", type=Path, default=DOC, help="the document written")
     p.add_argument("--out", type=Path, default=OUT, help="the runs' folders")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="the ImageNet weight files")
@@ -196,27 +217,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.reproduce_doc import hardware, write_doc
-
     args = build_parser().parse_args(argv)
     runs = plan(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    log = args.out / "reproduce.log"
-    meta = {"mode": "quick" if args.quick else "full", "hardware": hardware(), "argv": argv}
-    meta["started"] = time.strftime("%Y-%m-%d %H:%M")
+    meta = _meta(args, argv)
     results: dict[Path, dict] = {}
     for i, run in enumerate(runs, 1):
         if not args.doc_only:
             print(f"[{i}/{len(runs)}] {run.row.key} seed {run.seed} {run.monitor}", flush=True)
-            found = execute(run, log, args.weights_dir)
+            found = execute(run, args.out / "reproduce.log", args.weights_dir)
         else:
             found = json.loads(result_file(run).read_text()) if result_file(run).is_file() else None
         if found is not None:
             results[run.folder] = found
-        meta["hardware_end"] = hardware()
-        write_doc(args.doc, runs, results, meta)
+        _write(args, runs, results, meta)
     print(f"{len(results)}/{len(runs)} runs done; wrote {args.doc}")
     return 0 if len(results) == len(runs) else 1
+
+
+def _meta(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """When and on what the runs ran; ``--doc-only`` keeps what the run itself recorded."""
+    from bench.reproduce_doc import hardware
+
+    path = args.out / "meta.json"
+    if args.doc_only and path.is_file():
+        return json.loads(path.read_text())
+    shown = [a for a in (argv or []) if a != "--doc-only"]
+    meta = {"mode": "quick" if args.quick else "full", "hardware": hardware(), "argv": shown}
+    meta["started"] = time.strftime("%Y-%m-%d %H:%M")
+    return meta
+
+
+def _write(args: argparse.Namespace, runs: list[Run], results: dict, meta: dict) -> None:
+    from bench.reproduce_doc import hardware, write_doc
+
+    if not args.doc_only:
+        meta["hardware_end"] = hardware()
+        (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_doc(args.doc, runs, results, meta)
 
 
 if __name__ == "__main__":

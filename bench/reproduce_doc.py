@@ -44,14 +44,14 @@ def _stats(values: list[float]) -> str:
     return f"{mean:.2f} ± {sd:.2f} (n={len(values)}, {min(values):.2f}–{max(values):.2f})"
 
 
-Key = tuple[str, str, int | None]  # row, monitor, training images (None: all)
+Key = tuple[str, str, int | None, int]  # row, monitor, training images (None: all), epochs
 
 
 def _grouped(runs: list, results: dict) -> dict[Key, list[tuple[Any, dict]]]:
     groups: dict[Key, list] = defaultdict(list)
     for run in runs:
         if run.folder in results:
-            key = (run.row.key, run.monitor, run.budget.limit)
+            key = (run.row.key, run.monitor, run.budget.limit, run.budget.epochs)
             groups[key].append((run, results[run.folder]))
     return groups
 
@@ -75,7 +75,7 @@ def main_table(runs: list, results: dict, meta: dict) -> list[str]:
         if run.row.key in seen:
             continue
         seen.add(run.row.key)
-        done = groups.get((run.row.key, first, run.budget.limit), [])
+        done = groups.get((run.row.key, first, run.budget.limit, run.budget.epochs), [])
         lines.append(_row_line(run, done, meta))
     return lines
 
@@ -101,17 +101,26 @@ def _row_line(run: Any, done: list[tuple[Any, dict]], meta: dict) -> str:
 def monitor_table(runs: list, results: dict) -> list[str]:
     """Rows measured under both monitors: test accuracy by what early stopping kept."""
     groups = _grouped(runs, results)
-    keys = sorted({(k, n or 0) for k, _, n in groups})
-    lines = ["| row | images | val_loss (seed's rule) | val_accuracy | Δ pp |"]
-    lines.append("| --- | --- | --- | --- | --- |")
-    for key, n in keys:
-        a = [_accuracy(r) for _, r in groups.get((key, "val_loss", n or None), [])]
-        b = [_accuracy(r) for _, r in groups.get((key, "val_accuracy", n or None), [])]
+    keys = sorted({(k, n or 0, e) for k, _, n, e in groups})
+    lines = ["| row | images | max epochs | val_loss (seed's rule) | val_accuracy | Δ pp "]
+    lines[0] += "| kept epochs: val_loss / val_accuracy |"
+    lines.append("|" + " --- |" * 7)
+    for key, n, epochs in keys:
+        a = groups.get((key, "val_loss", n or None, epochs), [])
+        b = groups.get((key, "val_accuracy", n or None, epochs), [])
         if a and b:
-            delta = statistics.mean(b) - statistics.mean(a)
-            images = n or "all"
-            lines.append(f"| {key} | {images} | {_stats(a)} | {_stats(b)} | {delta:+.2f} |")
+            acc_a, acc_b = [_accuracy(r) for _, r in a], [_accuracy(r) for _, r in b]
+            delta = statistics.mean(acc_b) - statistics.mean(acc_a)
+            kept = f"{_kept(a)} / {_kept(b)}"
+            cells = [key, str(n or "all"), str(epochs), _stats(acc_a), _stats(acc_b)]
+            lines.append("| " + " | ".join([*cells, f"{delta:+.2f}", kept]) + " |")
     return lines if len(lines) > 2 else []
+
+
+def _kept(done: list[tuple[Any, dict]]) -> str:
+    return ",".join(
+        f"{(r.get('trial') or {}).get('best_epoch')}/{r.get('epochs')}" for _, r in done
+    )
 
 
 def correlation_table(runs: list, results: dict) -> list[str]:

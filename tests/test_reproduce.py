@@ -42,6 +42,10 @@ def test_extra_seeds_and_monitors_for_chosen_rows() -> None:
         (1, "val_loss", 1000),
         (1, "val_accuracy", 1000),
     ]
+    longer = reproduce.plan(reproduce.build_parser().parse_args([*argv, "--spread-long", "30x600"]))
+    assert [(r.budget.epochs, r.budget.limit, r.budget.patience) for r in longer[5:]] == [
+        (30, 600, 5)
+    ] * 4
 
 
 def test_one_row_runs_through_strix_train_and_lands_in_the_doc(
