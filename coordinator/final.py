@@ -284,6 +284,7 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     backend.select(cfg.backend)  # before anything imports Keras
+    backend.load_quietly()
     if cfg.fetch is None:
         check_out_dir(cfg.out, "--out")
     else:

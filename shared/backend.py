@@ -11,9 +11,12 @@ The backend is chosen once, at the entry point, by :func:`select` (``--backend``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from shared.errors import ConfigError
@@ -46,6 +49,33 @@ def select(name: str | None) -> str:
     if name == "torch":  # return freed blocks to the GPU between trials on a shared device
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     return name
+
+
+@contextlib.contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for a moment: C++ code writes there directly."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_quietly() -> None:
+    """Import Keras (and TensorFlow) now, without the C++ start-up lines TensorFlow >= 2.16
+    prints before its logging reads TF_CPP_MIN_LOG_LEVEL (oneDNN, CUDA drivers, cuInit).
+    Only when the user asked for quiet (level >= 2, Strix's default); a failing import still
+    raises its Python error."""
+    if "keras" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
+        return
+    with _stderr_closed():
+        import keras
+
+        keras.ops.convert_to_tensor([0.0])  # the first device use is where cuInit complains
 
 
 def _keras_backend_if_imported() -> str | None:

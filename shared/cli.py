@@ -124,7 +124,8 @@ def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ logs unless the user chose a level: INFO and WARNING
     always, and on a machine without an NVIDIA driver also its CUDA errors (cuInit)."""
     level = "2" if shutil.which("nvidia-smi") else "3"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", level)
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):  # unset or empty: the user chose nothing
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
 
 
 def one_line(error: BaseException) -> str:

@@ -135,3 +135,15 @@ def test_config_errors_come_before_tensorflow_and_mongodb(argv: list[str], fragm
     assert heavy == "", f"`strix {' '.join(argv)}` imported {heavy}"
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], res.stderr
+
+
+def test_tensorflow_starts_without_its_cxx_lines() -> None:
+    """TensorFlow >= 2.16 prints absl lines (oneDNN, CUDA drivers, cuInit) before it reads
+    TF_CPP_MIN_LOG_LEVEL; the worker and final load Keras through backend.load_quietly()."""
+    code = (
+        "from shared import backend, cli\ncli.quiet_tensorflow()\nbackend.select('tensorflow')\n"
+        "backend.load_quietly()\nimport keras\nkeras.ops.ones(2)\nprint('ready')"
+    )
+    res = _run("-c", code, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": ""})
+    assert res.returncode == 0 and res.stdout.strip() == "ready", res.stderr
+    assert res.stderr == "", res.stderr

@@ -227,8 +227,10 @@ class Worker:
             weights_dir=self.cfg.weights_dir,
             cache_dir=self.cfg.cache_dir,
         )
-        if config.model != "toy" and self.cfg.precision != "float32":
-            backend.set_precision(self.cfg.precision)  # imports Keras on the chosen backend
+        if config.model != "toy":
+            backend.load_quietly()  # the first Keras trial imports TensorFlow: without its noise
+            if self.cfg.precision != "float32":
+                backend.set_precision(self.cfg.precision)
         with run_context(ctx):
             return runner(domain.fn)(config)
 
