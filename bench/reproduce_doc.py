@@ -212,8 +212,9 @@ def write_doc(doc: Path, runs: list, results: dict, meta: dict) -> None:
     if budget is not None:
         limit = f", on {budget.limit} train+val images" if budget.limit else ""
         lines.append(
-            f"Budget per run: at most {budget.epochs} epochs, early-stopping patience "
-            f"{budget.patience}{limit}; test accuracy on the 10,000 test images."
+            f"Budget per run: the flags of its command (the mode's default: at most "
+            f"{budget.epochs} epochs, early-stopping patience {budget.patience}{limit}); "
+            "test accuracy always on all 10,000 test images."
         )
     lines += ["", "## Paper and Strix", "", *main_table(runs, results, meta), ""]
     for title, part in (
