@@ -219,10 +219,10 @@ path, log_path, victim = sys.argv[1], sys.argv[2], int(sys.argv[3])
 status = json.load(open(path, encoding="utf-8"))
 counts = status["counts"]
 bad = []
-if counts["total"] != 3 or counts["done"] != 3:
-    bad.append(f"expected 3 trials, all done: {counts}")
-if any(counts[k] for k in ("new", "running", "failed", "error")):
-    bad.append(f"trials left new/running/failed/error: {counts}")
+if counts["total"] != 3 or counts["ok"] != 3:
+    bad.append(f"expected 3 trials, all ok: {counts}")
+if any(counts[k] for k in ("queued", "running", "failed", "error")):
+    bad.append(f"trials left queued/running/failed/error: {counts}")
 if counts["requeued"] != 1:
     bad.append(f"expected exactly the stopped trial requeued: {counts}")
 tids = [row["tid"] for row in status["top"]]
