@@ -28,15 +28,13 @@ def create_indexes(rungs: Any) -> None:
 
 
 def values(rungs: Any, exp_key: str, epoch: int, but: int | None = None) -> list[float]:
-    """The values other trials recorded at ``epoch``, oldest first (one indexed query).
+    """The values other trials recorded at ``epoch``, in no particular order (the rules
+    are order-free): one query on the ``(exp_key, epoch, tid)`` index.
 
     ``but`` is the asking trial's tid; its own earlier record (a previous run) is skipped.
     """
-    docs = rungs.find(
-        {"exp_key": exp_key, "epoch": int(epoch)},
-        projection={"_id": 0, "tid": 1, "value": 1},
-        sort=[("time", pymongo.ASCENDING)],
-    )
+    query = {"exp_key": exp_key, "epoch": int(epoch)}
+    docs = rungs.find(query, projection={"_id": 0, "tid": 1, "value": 1})
     return [
         float(d["value"])
         for d in docs
