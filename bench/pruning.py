@@ -20,14 +20,13 @@ import json
 import logging
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import _common as common
+from bench.studies import run_module
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --- one study --------------------------------------------------------------------------
 
 
-def _env(work: Path) -> dict[str, str]:
-    from coordinator.procs import child_env
-
-    extra = {"STRIX_HOME": str(work / "home"), "STRIX_CACHE_DIR": str(work / "cache")}
-    return child_env({**extra, "TF_CPP_MIN_LOG_LEVEL": "2"})
-
-
 def launch_args(args: argparse.Namespace, url: str, db: str, pruner: str, seed: int) -> list:
     flags = ["--model", args.model, "--mongo", url, "--db", db, "--exp-key", "bench"]
     flags += ["--image-size", args.image_size, "--limit", args.limit, "--clamp"]
@@ -84,22 +76,6 @@ def launch_args(args: argparse.Namespace, url: str, db: str, pruner: str, seed: 
     flags += ["--min-epochs", args.min_epochs] if args.min_epochs else []
     flags += ["--data-dir", args.data_dir] if args.data_dir else []
     return [str(f) for f in flags]
-
-
-def _run(module: str, flags: list[str], work: Path, log_name: str) -> float:
-    """``python -m module flags`` to completion; its wall time in seconds."""
-    log_path = work / "logs" / log_name
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with log_path.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", module, *flags], cwd=common.ROOT, env=_env(work), stdout=out,
-            stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if done.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{module} exited with {done.returncode}:\n{tail}")
-    return time.monotonic() - started
 
 
 def study_row(url: str, db: str) -> dict[str, Any]:
@@ -128,7 +104,7 @@ def study_row(url: str, db: str) -> dict[str, Any]:
 def final_test_accuracy(url: str, db: str, work: Path, name: str) -> tuple[float, float]:
     out = work / "final" / name
     flags = ["--exp-key", "bench", "--mongo", url, "--db", db, "--out", str(out), "--no-store"]
-    seconds = _run("coordinator.final", flags, work, f"{name}-final.log")
+    seconds = run_module("coordinator.final", flags, work, f"{name}-final.log")
     prov = json.loads((out / "provenance.json").read_text())
     return float(prov["test_accuracy"]), seconds
 
@@ -137,7 +113,8 @@ def run_one(args: argparse.Namespace, url: str, work: Path, pruner: str, seed: i
     db = f"prune_{pruner}_{seed}"
     log.info("study: pruner %s, seed %d (db %s)", pruner, seed, db)
     load = round(os.getloadavg()[0], 1)  # the machine may be shared: say how busy it was
-    wall = _run("coordinator.launch", launch_args(args, url, db, pruner, seed), work, f"{db}.log")
+    flags = launch_args(args, url, db, pruner, seed)
+    wall = run_module("coordinator.launch", flags, work, f"{db}.log")
     row = {"pruner": pruner, "seed": seed, **study_row(url, db), "wall_s": round(wall, 1)}
     row["load_start"], row["load_end"] = load, round(os.getloadavg()[0], 1)
     if not args.no_final:
