@@ -117,6 +117,7 @@ def test_nan_and_inf_losses_round_trip_as_floats(mongo_url: str, db_name: str) -
     assert deep == [math.inf, {"deep": math.inf}] and isinstance(deep[0], float)
 
 
+@pytest.mark.usefixtures("in_tmp_dir")
 def test_nan_results_from_a_worker_are_floats_too(mongo_url: str, db_name: str) -> None:
     url = hyperopt_url(mongo_url, db_name)
     post(MongoTrials(url, exp_key="nanrun"), not_a_number, 4)
@@ -232,6 +233,7 @@ def test_mongojobs_has_hyperopts_constructors(mongo_url: str, db_name: str) -> N
     assert trials.handle.db.name == db_name
 
 
+@pytest.mark.usefixtures("in_tmp_dir")
 def test_both_workers_run_jobs_posted_either_way(mongo_url: str, db_name: str) -> None:
     """A plain-hyperopt study (user objective) run by hyperopt's and Strix's MongoWorker;
     test_store and test_worker cover Strix-posted studies run by both."""
@@ -262,6 +264,7 @@ def post(trials: MongoTrials, fn: object, n: int) -> None:
     trials.insert_trial_docs(docs)
 
 
+@pytest.mark.usefixtures("in_tmp_dir")
 def test_strix_mongoworker_refuses_code_it_was_not_allowed(mongo_url: str, db_name: str) -> None:
     url = hyperopt_url(mongo_url, db_name)
     post(MongoTrials(url, exp_key="refuse"), quadratic, 1)

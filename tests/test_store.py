@@ -163,6 +163,7 @@ def test_two_processes_never_reserve_the_same_job(store, mongo_url: str, db_name
     assert not set(got[0]) & set(got[1])
 
 
+@pytest.mark.usefixtures("in_tmp_dir")
 def test_stock_hyperopt_worker_runs_strix_jobs(store) -> None:
     """hyperopt's own MongoWorker runs what fmin posted through Strix's store."""
     trials = store.trials("stock")
