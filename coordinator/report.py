@@ -73,6 +73,7 @@ def top_rows(docs: list[dict], n: int) -> list[dict]:
         result, worker = doc["result"], doc.get("worker") or {}
         row = {"tid": doc["tid"], "loss": result.get("loss")}
         row.update({k: result.get(k) for k in ("val_accuracy", "best_epoch", "epochs")})
+        row["pruned_at"] = result.get("pruned_at_epoch")  # None: not pruned, shown as "-"
         row.update(seconds=result.get("train_seconds"), host=worker.get("host"))
         params = shown_params(doc)
         rows.append({**row, **{k: v for k, v in params.items() if not isinstance(v, dict)}})
@@ -226,6 +227,7 @@ def build_report(store: Store, exp_key: str, out: Path, top: int = 10) -> dict[s
     spec = next((d.get("spec") for d in docs if d.get("spec")), {}) or {}
     counts = store.tally(exp_key)
     counts.update(total=sum(counts.values()), requeued=store.count(exp_key, requeued=True))
+    counts["pruned"] = store.count_pruned(exp_key)  # ok trials a pruner stopped early
     ctx = {
         "exp_key": exp_key,
         "model": spec.get("model"),

@@ -89,6 +89,23 @@ def _check_views(url: str, db: str, exp: str, home: Path, pruned: list[dict]) ->
     rows = json.loads(_results(url, db, exp, home, "--state", "pruned", "--format", "json"))
     assert sorted(r["tid"] for r in rows) == sorted(d["tid"] for d in pruned)
     assert f"pruned: {len(pruned)} of the ok trials" in _results(url, db, exp, home)
+    _check_report(url, db, exp, home, pruned)
+
+
+def _check_report(url: str, db: str, exp: str, home: Path, pruned: list[dict]) -> None:
+    """``strix report`` counts the pruned trials and marks each ranked one by its epoch."""
+    out = home / "report"
+    cmd = [sys.executable, "-m", "coordinator.report", "--mongo", url, "--db", db]
+    cmd += ["--exp-key", exp, "--out", str(out), "--top", "50"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(home), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = (out / "report.md").read_text()
+    assert f" {len(pruned)} pruned" in next(x for x in text.splitlines() if x.startswith("Trials:"))
+    header = next(x for x in text.splitlines() if x.startswith("| tid |")).split(" | ")
+    column = header.index("pruned_at")
+    rows = [x.split(" | ") for x in text.splitlines() if x.startswith("| ") and x[2].isdigit()]
+    marked = {int(r[0][2:]): r[column] for r in rows if r[column] != "-"}
+    assert marked == {d["tid"]: str(d["result"]["pruned_at_epoch"]) for d in pruned}
 
 
 def test_asha_prunes_across_workers_and_survives_a_kill9(
