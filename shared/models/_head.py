@@ -10,6 +10,7 @@ The custom layers here are registered so a saved ``.keras`` model reloads after
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import keras
 from keras import ops
 
 from shared.augment import augmentation_layers
+from shared.catalog import CATALOG
 from shared.errors import ModelError
 
 ACTIVATIONS = ("relu", "selu", "tanh", "elu", "gelu", "swish", "sigmoid", "linear")
@@ -93,17 +95,26 @@ def image_input(
     return inputs, x
 
 
+def rescaled_input(
+    input_shape: tuple[int, int, int], *, crop: float, flip: float, rotate: float
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """:func:`image_input` scaled to [0, 1]: the scaling of every model trained from
+    scratch (the pretrained backbones expect their own, so they call ``image_input``)."""
+    inputs, x = image_input(input_shape, crop=crop, flip=flip, rotate=rotate)
+    return inputs, keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+
+
 def dense_head(
     x: keras.KerasTensor,
+    fcl: tuple[int, int, float],
     *,
-    num_layers: int,
-    layer_size: int,
-    dropout_rate: float,
     activation: str,
     num_classes: int,
     model: str,
 ) -> keras.KerasTensor:
-    """``num_layers`` x (Dense + Dropout) then the softmax: the seeds' fully connected block."""
+    """``fcl`` = (layers, size, dropout): that many Dense + Dropout, then the softmax; the
+    seeds' fully connected block."""
+    num_layers, layer_size, dropout_rate = fcl
     if num_layers < 0:
         raise ModelError(f"{model}: fcl_num_layers={num_layers!r}; expected an integer >= 0")
     check_positive(model, fcl_layer_size=layer_size, num_classes=num_classes)
@@ -126,16 +137,7 @@ def flat_head_model(
     """Flatten, the dense head (``fcl`` = layers, size, dropout), the model: how every
     builder whose features end in a feature map finishes."""
     x = keras.layers.Flatten(name="flatten")(x)
-    num_layers, layer_size, dropout_rate = fcl
-    outputs = dense_head(
-        x,
-        num_layers=num_layers,
-        layer_size=layer_size,
-        dropout_rate=dropout_rate,
-        activation=activation,
-        num_classes=num_classes,
-        model=name,
-    )
+    outputs = dense_head(x, fcl, activation=activation, num_classes=num_classes, model=name)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -157,3 +159,25 @@ def backbone_weights(weights: str | None, model: str) -> str | None:
             '"imagenet" (downloads) or None (random init)'
         )
     return str(weights)
+
+
+def load_backbone(
+    application: Callable[..., keras.Model],
+    model: str,
+    weights: str | None,
+    side: tuple[int, int],
+    **kwargs: Any,
+) -> keras.Model:
+    """``application`` (a ``keras.applications`` constructor) without its top, for RGB
+    images of ``side`` = (height, width).
+
+    Download and .h5 errors come as bare Exceptions; they become a ModelError that names
+    the catalog's local weights file, so every pretrained model says how to run offline.
+    """
+    try:
+        return application(include_top=False, weights=weights, input_shape=(*side, 3), **kwargs)
+    except Exception as exc:
+        raise ModelError(
+            f"{model}: cannot load {application.__name__} weights {weights!r} ({exc}); on an "
+            f"offline machine put {CATALOG[model].weights_file} in $STRIX_WEIGHTS_DIR"
+        ) from exc

@@ -18,8 +18,8 @@ from shared.models._head import (
     check_positive,
     check_rate,
     check_shape,
-    classifier,
-    image_input,
+    flat_head_model,
+    rescaled_input,
 )
 
 NAME = "acosta"
@@ -55,14 +55,11 @@ def build(
     check_positive(NAME, filters=filters, hidden_units=hidden_units)
     check_choice(NAME, "pooling", pooling, tuple(POOLS))
     check_rate(NAME, "dropout_rate", dropout_rate)
-    inputs, x = image_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    inputs, x = rescaled_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
     for i in range(1, num_conv_layers + 1):
         x = keras.layers.Conv2D(
             int(filters), 5, padding="same", activation="relu", name=f"conv{i}"
         )(x)
         x = POOLS[pooling](2, name=f"pool{i}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(int(hidden_units), activation="relu", name="fc1")(x)
-    x = keras.layers.Dropout(float(dropout_rate), name="fc1_dropout")(x)
-    return keras.Model(inputs, classifier(x, num_classes), name=NAME)
+    # the paper's head is the shared dense head with one ReLU layer
+    return flat_head_model(inputs, x, NAME, (1, hidden_units, dropout_rate), "relu", num_classes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from shared.models._head import check_shape, flat_head_model, image_input
+from shared.models._head import check_shape, flat_head_model, rescaled_input
 
 NAME = "baseline"
 
@@ -27,7 +27,6 @@ def build(
 ) -> keras.Model:
     """A multi-layer perceptron on the raw image."""
     check_shape(input_shape, min_size=1, model=NAME)
-    inputs, x = image_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    inputs, x = rescaled_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
     fcl = (fcl_num_layers, fcl_layer_size, fcl_dropout_rate)
     return flat_head_model(inputs, x, NAME, fcl, activation, num_classes)

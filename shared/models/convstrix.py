@@ -17,7 +17,7 @@ from shared.models._head import (
     check_positive,
     check_shape,
     flat_head_model,
-    image_input,
+    rescaled_input,
 )
 from shared.spaces import max_blocks
 
@@ -67,8 +67,7 @@ def build(
     check_positive(NAME, num_blocks=num_blocks, block_size=block_size)
     check_choice(NAME, "activation", activation, ACTIVATIONS)
     _check_depth(num_blocks, input_shape[0], input_shape[1])
-    inputs, x = image_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    inputs, x = rescaled_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
     for i in range(1, num_blocks + 1):
         x = _block(x, i, block_size, activation, last=i == num_blocks)
     fcl = (fcl_num_layers, fcl_layer_size, fcl_dropout_rate)

@@ -23,11 +23,11 @@ where v1 has 256 at that depth, the wide part being a 192-channel depthwise in b
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
 
 from shared.catalog import CATALOG
-from shared.errors import ModelError
 from shared.models._head import (
     GrayToRgb,
     backbone_weights,
@@ -35,38 +35,38 @@ from shared.models._head import (
     check_shape,
     classifier,
     image_input,
+    load_backbone,
 )
 
 MIN_SIZE = CATALOG["mobilenet"].min_size
 LITE_MIN_SIZE = CATALOG["mobilenet_lite"].min_size
 LITE_CUT = "block_4_add"
-WEIGHTS_FILE = CATALOG["mobilenet"].weights_file
+WEIGHTS_FILE = CATALOG["mobilenet"].weights_file  # public: where the tests find the local file
+
+
+class _Variant(NamedTuple):
+    """What tells the two builders apart."""
+
+    name: str
+    min_size: int
+    lite: bool  # cut the backbone at LITE_CUT
 
 
 def _backbone(height: int, width: int, weights: str | None, name: str) -> keras.Model:
-    try:
-        return keras.applications.MobileNetV2(
-            input_shape=(height, width, 3), alpha=1.0, include_top=False, weights=weights
-        )
-    except Exception as exc:  # download or h5 errors come as bare Exceptions
-        raise ModelError(
-            f"{name}: cannot load MobileNetV2 weights {weights!r} ({exc}); on an offline "
-            f"machine put {WEIGHTS_FILE} in $STRIX_WEIGHTS_DIR"
-        ) from exc
+    return load_backbone(keras.applications.MobileNetV2, name, weights, (height, width), alpha=1.0)
 
 
 def _build(
+    variant: _Variant,
     input_shape: tuple[int, int, int],
     *,
-    name: str,
-    min_size: int,
-    lite: bool,
     num_classes: int,
     dropout_rate: float,
     weights: str | None,
     aug: tuple[float, float, float],
     freeze_base: bool = False,
 ) -> keras.Model:
+    name, min_size, lite = variant
     check_shape(input_shape, min_size=min_size, model=name)
     check_rate(name, "dropout_rate", dropout_rate)
     weights = backbone_weights(weights, name)
@@ -83,7 +83,7 @@ def _build(
     return keras.Model(inputs, classifier(x, num_classes), name=name)
 
 
-def _variant(name: str, min_size: int, lite: bool, doc: str) -> Callable[..., keras.Model]:
+def _variant(variant: _Variant, doc: str) -> Callable[..., keras.Model]:
     """One public builder per variant, each with the flat keyword signature the model
     registry reads (the two differ only in where the backbone is cut)."""
 
@@ -99,10 +99,8 @@ def _variant(name: str, min_size: int, lite: bool, doc: str) -> Callable[..., ke
         freeze_base: bool = False,
     ) -> keras.Model:
         return _build(
+            variant,
             input_shape,
-            name=name,
-            min_size=min_size,
-            lite=lite,
             num_classes=num_classes,
             dropout_rate=dropout_rate,
             weights=weights,
@@ -114,7 +112,10 @@ def _variant(name: str, min_size: int, lite: bool, doc: str) -> Callable[..., ke
     return build
 
 
-build = _variant("mobilenet", MIN_SIZE, False, "Full MobileNetV2 transfer model (>= 56 px).")
+build = _variant(
+    _Variant("mobilenet", MIN_SIZE, lite=False), "Full MobileNetV2 transfer model (>= 56 px)."
+)
 build_lite = _variant(
-    "mobilenet_lite", LITE_MIN_SIZE, True, "MobileNetV2 cut after its 5th inverted-residual block."
+    _Variant("mobilenet_lite", LITE_MIN_SIZE, lite=True),
+    "MobileNetV2 cut after its 5th inverted-residual block.",
 )

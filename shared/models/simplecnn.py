@@ -19,7 +19,7 @@ from shared.models._head import (
     check_rate,
     check_shape,
     classifier,
-    image_input,
+    rescaled_input,
 )
 
 NAME = "simplecnn"
@@ -43,8 +43,7 @@ def build(
     check_rate(NAME, "dropout_rate", dropout_rate)
     check_positive(NAME, dense_units=dense_units)
     check_choice(NAME, "activation", activation, ACTIVATIONS)
-    inputs, x = image_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    inputs, x = rescaled_input(input_shape, crop=aug_crop, flip=aug_flip, rotate=aug_rotate)
     for i, block in enumerate(FILTERS, start=1):
         for j, filters in enumerate(block, start=1):
             x = keras.layers.Conv2D(

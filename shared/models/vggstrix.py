@@ -25,24 +25,16 @@ from shared.models._head import (
     check_shape,
     flat_head_model,
     image_input,
+    load_backbone,
 )
 
 NAME = "vggstrix"
 MIN_SIZE = CATALOG["vggstrix"].min_size
 FILTERS = 512
-WEIGHTS_FILE = CATALOG["vggstrix"].weights_file
 
 
 def _vgg19(height: int, width: int, weights: str | None) -> keras.Model:
-    try:
-        base = keras.applications.VGG19(
-            include_top=False, weights=weights, input_shape=(height, width, 3)
-        )
-    except Exception as exc:  # download or h5 errors come as bare Exceptions
-        raise ModelError(
-            f"{NAME}: cannot load VGG19 weights {weights!r} ({exc}); on an offline machine "
-            f"put {WEIGHTS_FILE} in $STRIX_WEIGHTS_DIR"
-        ) from exc
+    base = load_backbone(keras.applications.VGG19, NAME, weights, (height, width))
     base.trainable = False
     return base
 
