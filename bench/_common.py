@@ -67,6 +67,16 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def start(
+    parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any] | None = None
+) -> argparse.Namespace:
+    """How a bench's ``main`` begins: its arguments (``quick`` as in :func:`parse`), then
+    the logging setup, so a bad flag fails before any log line."""
+    args = parse(parser, argv, quick or {})
+    setup_logging()
+    return args
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile, ``q`` in [0, 100]; NaN for no values."""
     data = sorted(values)

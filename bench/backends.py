@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench._common import ROOT, make_parser, setup_logging, table
+from bench._common import ROOT, make_parser, start, table
 
 EPOCH_IMAGES = 54_000
 EXAMPLES = """
@@ -57,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+    args = start(build_parser(), argv)
     rows = []
     for backend in args.backends.split(","):
         module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]

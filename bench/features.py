@@ -14,7 +14,7 @@ import argparse
 import tempfile
 import time
 
-from bench._common import machine, make_parser, save_json, setup_logging, table
+from bench._common import machine, make_parser, save_json, start, table
 
 EXAMPLES = """
   python -m bench.features --data-dir ../shared/data/fashion-mnist
@@ -86,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+    args = start(build_parser(), argv)
     rows = []
     for case in args.cases.split(","):
         model, size = case.split(":")
