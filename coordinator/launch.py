@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # heavy imports (TensorFlow, OpenCV, hyperopt) wait until the
 
 log = logging.getLogger(__name__)
 
+PROG = "strix launch"
 EXAMPLES = """
   # a whole study on this machine: embedded MongoDB + 2 local workers, small images
   strix launch --model convstrix --local-workers 2 --max-evals 4 --image-size 32
@@ -88,12 +89,8 @@ class LaunchConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.new_parser(
-        "strix launch",
-        "Tune a Fashion-MNIST model with hyperopt; trials run on Strix workers.",
-        EXAMPLES,
-        store=True,
-    )
+    description = "Tune a Fashion-MNIST model with hyperopt; trials run on Strix workers."
+    p = cli.new_parser(PROG, description, EXAMPLES, store=True)
     a = p.add_argument
     a(
         "--model",
@@ -392,7 +389,7 @@ def _local_workers(cfg: LaunchConfig, url: str, source: dict) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     interrupted = "interrupted: trials stay in MongoDB; run the same command to resume"
-    return cli.main("strix launch", build_parser, run, argv, interrupted=interrupted)
+    return cli.main(PROG, build_parser, run, argv, interrupted=interrupted)
 
 
 if __name__ == "__main__":

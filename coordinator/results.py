@@ -35,6 +35,7 @@ from shared.store import State, Store
 
 log = logging.getLogger("coordinator.results")
 
+PROG = "strix results"
 FORMATS = ("table", "json", "csv")
 CLEAR = "\033[2J\033[H"
 COUNT_KEYS = ("queued", "running", "ok", "failed", "error", "requeued", "pruned", "total")
@@ -264,12 +265,8 @@ def watch(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.new_parser(
-        "strix results",
-        "Show a Strix study from MongoDB: counts, best, failed and running trials.",
-        EXAMPLES,
-        store=True,
-    )
+    description = "Show a Strix study from MongoDB: counts, best, failed and running trials."
+    p = cli.new_parser(PROG, description, EXAMPLES, store=True)
     a = p.add_argument
     a("--exp-key", action="append", default=[], help="study name; repeat for several studies")
     a("--top", type=int, default=10, help="how many of the best trials to list")
@@ -320,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main("strix results", build_parser, run, argv, level=logging.WARNING)
+    return cli.main(PROG, build_parser, run, argv, level=logging.WARNING)
 
 
 if __name__ == "__main__":
