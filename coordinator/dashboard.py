@@ -25,16 +25,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shared import cli, defaults
+from shared import cli, settings
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PROG = "strix dashboard"
-ENV_HOST = "STRIX_DASHBOARD_HOST"
-ENV_PORT = "STRIX_DASHBOARD_PORT"
-HOST = "127.0.0.1"
-PORT = 8080
 TTL_S = 2.0
 READ_ONLY = "the Strix dashboard is read-only: studies change only through Strix itself"
 
@@ -60,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         store=True,
     )
     a = p.add_argument
-    a("--host", help=f"address to bind (env {ENV_HOST}; default {HOST}: this machine only)")
-    a("--port", type=int, help=f"port (env {ENV_PORT}; default {PORT}; 0 picks a free one)")
+    settings.add(p, "dashboard_host", "dashboard_port")
     a("--ttl", type=float, default=TTL_S, help="seconds the store's answers are reused")
     a(
         "--allow-module",
@@ -75,17 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> tuple[str, int]:
     """(host, port) by Strix's priority: flag, environment, default."""
-    host = str(defaults.setting(args.host, ENV_HOST, HOST))
-    raw = defaults.setting(args.port, ENV_PORT, PORT)
-    try:
-        port = int(str(raw))
-    except ValueError:
-        raise ConfigError(f"port {raw!r} is not a number; expected 0..65535") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port {port} is out of range; expected 0..65535 (0: any free)")
+    v = settings.resolve(args, ["dashboard_host", "dashboard_port"])
     if args.ttl <= 0:
         raise ConfigError(f"--ttl must be a positive number of seconds, got {args.ttl:g}")
-    return host, port
+    return str(v["dashboard_host"]), int(v["dashboard_port"])
 
 
 def is_loopback(host: str) -> bool:

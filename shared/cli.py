@@ -35,7 +35,14 @@ QUIET_LIBRARIES = ("hyperopt", "absl", "pymongo", "tensorflow", "matplotlib", "P
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with one-line errors that suggest the closest known flag."""
+    """argparse, with one-line errors that suggest the closest known flag.
+
+    Abbreviations are off: ``--max-eval`` must not quietly mean ``--max-evals`` today and
+    become ambiguous when a flag is added tomorrow."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
 
     def error(self, message: str) -> NoReturn:
         hint = self._closest(message)

@@ -23,6 +23,8 @@ ENV_HEARTBEAT = "STRIX_HEARTBEAT"  # seconds between heartbeats
 ENV_HOST = "STRIX_HOST"  # host name used for GPU leases (defaults to the hostname)
 ENV_WEIGHTS_DIR = "STRIX_WEIGHTS_DIR"  # local ImageNet weight files (offline machines)
 ENV_ALLOW_MODULES = "STRIX_ALLOW_MODULES"  # installed packages whose objectives workers run
+ENV_DASHBOARD_HOST = "STRIX_DASHBOARD_HOST"  # where `strix dashboard` listens
+ENV_DASHBOARD_PORT = "STRIX_DASHBOARD_PORT"
 
 # --- MongoDB -------------------------------------------------------------------------
 MONGO_URL = "mongodb://127.0.0.1:27017"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import defaults as d
-from shared import pruning
+from shared import pruning, schedules
 from shared.errors import ConfigError
 
 Check = Callable[[Any], str | None]
@@ -33,10 +33,11 @@ class Setting:
     check: Check | None = None
     metavar: str | None = None
     group: str = "general"
+    option: str = ""  # the flag, when it is not --<name> (two commands' --host differ)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.option or "--" + self.name.replace("_", "-")
 
     @property
     def env_var(self) -> str | None:
@@ -70,11 +71,16 @@ def _bool(text: str) -> bool:
     raise ValueError(text)
 
 
+def between(low: int, high: int) -> Check:
+    return lambda v: None if low <= v <= high else f"{v!r} is out of range; expected {low}..{high}"
+
+
 def one_of(*choices: str) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
 
 
 _STORE, _GENERAL, _DATA, _WORKER, _STUDY = "MongoDB", "general", "data", "worker", "study"
+_DASHBOARD = "dashboard"
 _GPU_HINT = "e.g. --gpu-capacity 4 on a 40 GB GPU"
 
 # fmt: off
@@ -147,6 +153,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "trials", None, int, check=at_least(1), group=_STUDY),
     Setting("timeout", "stop posting after this many minutes; running trials finish", None,
             float, check=positive, group=_STUDY),
+    Setting("monitor", "what early stopping watches and restores (val_loss: the seed's rule)",
+            schedules.DEFAULT_MONITOR, check=one_of(*schedules.MONITORS), group=_STUDY),
+    Setting("dashboard_host", "address to bind (127.0.0.1: this machine only)", "127.0.0.1",
+            env=d.ENV_DASHBOARD_HOST, option="--host", group=_DASHBOARD),
+    Setting("dashboard_port", "port (0 picks a free one)", 8080, int,
+            check=between(0, 65535), env=d.ENV_DASHBOARD_PORT, option="--port",
+            group=_DASHBOARD),
 ]}
 # fmt: on
 

@@ -79,6 +79,13 @@ def test_an_unknown_flag_names_the_closest_one() -> None:
     )
 
 
+def test_an_abbreviated_flag_is_refused_not_guessed() -> None:
+    res = _run("-m", "coordinator.cli", "launch", "--max-eval", "3")
+    assert res.returncode == 2
+    assert res.stderr.startswith("strix launch: error: unrecognized arguments: --max-eval 3")
+    assert "did you mean --max-evals" in res.stderr
+
+
 def test_an_unknown_command_is_one_line() -> None:
     res = _run("-m", "coordinator.cli", "lanch")
     assert res.returncode == 2 and "unknown command 'lanch'" in res.stderr

@@ -100,6 +100,17 @@ def test_help_ends_with_examples_and_imports_nothing_heavy():
     assert "\nexamples:\n" in help_text
 
 
+def test_host_and_port_resolve_flag_then_environment_then_default(monkeypatch):
+    from coordinator.dashboard import build_parser, resolve
+
+    monkeypatch.delenv("STRIX_DASHBOARD_HOST", raising=False)
+    monkeypatch.setenv("STRIX_DASHBOARD_PORT", "8123")
+    assert resolve(build_parser().parse_args([])) == ("127.0.0.1", 8123)
+    assert resolve(build_parser().parse_args(["--port", "0"])) == ("127.0.0.1", 0)
+    monkeypatch.setenv("STRIX_DASHBOARD_HOST", "::1")
+    assert resolve(build_parser().parse_args([]))[0] == "::1"
+
+
 def test_bad_port_is_one_line():
     done = cli("--port", "70000")
     assert done.returncode == 2
