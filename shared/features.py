@@ -15,11 +15,14 @@ cache, and a damaged one is detected and rebuilt.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 BATCH = 256
+HEADROOM = 1 << 20  # HDF5 and .npy headers, meta.json: what the arrays' sizes leave out
 AUG_KEYS = ("aug_crop", "aug_flip", "aug_rotate")
 
 
@@ -138,6 +142,8 @@ def _open(directory: Path, data: Dataset) -> Features | None:
 def _extract(front: keras.Model, images: np.ndarray, out: Path, progress: bool) -> None:
     shape = (len(images), *tuple(front.output.shape[1:]))
     stored = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)
+    with open(out, "r+b") as handle:  # a sparse map that hits a full disk dies of SIGBUS
+        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(out))
     steps = range(0, len(images), BATCH)
     if progress:
         from tqdm import tqdm
@@ -150,8 +156,25 @@ def _extract(front: keras.Model, images: np.ndarray, out: Path, progress: bool) 
     del stored
 
 
+def _check_space(tmp: Path, front: keras.Model, base_layer: str, data: Dataset) -> None:
+    """Refuse before computing: h5py crashes the process when the disk fills mid-write,
+    and minutes of extraction should not end in a full disk."""
+    images = sum(len(getattr(data, f"y_{s}")) for s in SPLITS)
+    features = images * math.prod(front.output.shape[1:]) * 2  # float16
+    weights = sum(math.prod(w.shape) * 4 for w in front.get_layer(base_layer).weights)
+    need, free = features + weights + HEADROOM, shutil.disk_usage(tmp).free
+    if need > free:
+        mb = 1 << 20
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: the features need {need / mb:.1f} MB, "
+            f"{free / mb:.1f} MB free",
+        )
+
+
 def _build(tmp: Path, model: keras.Model, base_layer: str, data: Dataset, progress: bool) -> None:
     front, _ = split(model, base_layer)
+    _check_space(tmp, front, base_layer, data)
     front.get_layer(base_layer).save_weights(tmp / "base.weights.h5")
     for s in SPLITS:
         _extract(front, getattr(data, f"x_{s}"), tmp / f"x_{s}.npy", progress)

@@ -6,8 +6,10 @@ the timings and the arithmetic are the same, only the accuracy is not.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from shared.data import DataSpec, load
 from shared.features import features_for, list_caches, split, why_not
+from tests.helpers import ROOT
 
 PARAMS = {
     "num_blocks": 1,
@@ -203,3 +206,61 @@ def test_a_cached_study_trains_light_and_final_exports_the_whole_model(
     model = keras.models.load_model(out / "model.keras")
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     assert model.predict(x, verbose=0).shape == (4, 10)
+
+
+FULL_DISK_CHILD = """
+import json, sys
+from pathlib import Path
+from shared.data import DataSpec, load
+from shared.errors import DataError
+from shared.features import features_for
+from shared.models import build_model
+
+full, data_dir, prepared, params = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+spec = DataSpec(image_size=32, channels=3, limit=200, test_limit=100)
+data = load(spec, data_dir=data_dir, cache_dir=prepared)
+model = build_model("vggstrix", params, image_size=32, channels=3, weights=None)
+try:
+    features_for(model, "vggstrix", None, data, full)
+    error = None
+except DataError as exc:
+    error = str(exc)
+left = sorted(str(p.relative_to(full)) for p in Path(full).rglob("*"))
+from shared.features import _extract, split  # past the space check: the write itself
+try:
+    _extract(split(model, "vgg19")[0], data.x_train, Path(full) / "x.npy", False)
+    errno = None
+except OSError as exc:
+    errno = exc.errno
+print(json.dumps({"error": error, "left": left, "extract_errno": errno}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux's unshare")
+def test_a_full_disk_during_extraction_is_one_clear_error_and_leaves_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A real full disk: a 64 KiB tmpfs, mounted in a private user+mount namespace, holds
+    the cache; the features of 300 images (about 300 KiB) do not fit in it."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mount = 'mount -t tmpfs -o size=64k tmpfs "$0" && exec "$@"'
+    child = [sys.executable, "-c", FULL_DISK_CHILD, str(full), str(data_dir)]
+    child += [str(tmp_path / "prepared"), json.dumps(PARAMS)]
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount, str(full), *child],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 and "mount" in done.stderr and "tmpfs" in done.stderr:
+        pytest.skip(f"this machine cannot mount a private tmpfs: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["error"] and "\n" not in out["error"], out
+    assert "No space left on device" in out["error"] and "free disk space" in out["error"]
+    partial = [p for p in out["left"] if p.endswith(".npy") or ".tmp-" in p or "vggstrix-" in p]
+    assert partial == [] or all(p.endswith(".lock") for p in partial), out["left"]
+    assert out["extract_errno"] == 28, "a write past the check fails as ENOSPC, not SIGBUS"
