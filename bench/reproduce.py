@@ -142,11 +142,11 @@ def plan(args: argparse.Namespace) -> list[Run]:
     monitors = args.monitors.split(",")
     runs = [Run(r, 0, monitors[0], _row_budget(r, budget, args), args.out) for r in rows]
     extra_rows = [BY_KEY[k] for k in args.seed_rows] if args.seed_rows else rows
-    spreads = [Budget(budget.epochs, budget.patience, args.spread_limit or budget.limit)]
-    spreads += [Budget(e, args.spread_patience, n) for e, n in args.spread_long or []]
-    for spread in spreads:
+    spreads = [(Budget(budget.epochs, budget.patience, args.spread_limit or budget.limit), None)]
+    spreads += [(Budget(e, args.spread_patience, n), m) for e, n, m in args.spread_long or []]
+    for spread, only in spreads:
         for seed in range(args.seeds):
-            for monitor in monitors:
+            for monitor in [only] if only else monitors:
                 runs += [Run(r, seed, monitor, spread, args.out) for r in extra_rows if not r.study]
     unique: dict[Path, Run] = {}
     for run in runs:
@@ -162,13 +162,18 @@ def _row_budget(row: Row, budget: Budget, args: argparse.Namespace) -> Budget:
     return Budget(epochs=epochs, patience=budget.patience, limit=limit)
 
 
-def _epochs_images(text: str) -> tuple[int, int]:
-    epochs, _, images = text.partition("x")
+def _epochs_images(text: str) -> tuple[int, int | None, str | None]:
+    """``EPOCHSxIMAGES[:MONITOR]``; IMAGES ``all`` is the whole training set."""
+    budget, _, monitor = text.partition(":")
+    epochs, _, images = budget.partition("x")
     try:
-        return int(epochs), int(images)
+        n = None if images == "all" else int(images)
+        if monitor not in ("", "val_loss", "val_accuracy"):
+            raise ValueError(monitor)
+        return int(epochs), n, monitor or None
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected EPOCHSxIMAGES, e.g. 30x6000"
+            f"{text!r}: expected EPOCHSxIMAGES[:MONITOR], e.g. 30x6000 or 40xall:val_loss"
         ) from None
 
 
@@ -206,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_epochs_images,
         action="append",
         metavar="EPOCHSxN",
-        help="also the extra seeds and monitors at EPOCHS epochs on N images (e.g. 30x6000)",
+        help="also the extra seeds (and monitors, unless :MONITOR names one) at EPOCHS epochs "
+        "on N images (e.g. 30x6000, 40xall:val_loss)",
     )
     p.add_argument("--spread-patience", type=int, default=5, help="patience of --spread-long")
     p.add_argument("--doc", type=Path, default=DOC, help="the document written")

@@ -117,6 +117,24 @@ def monitor_table(runs: list, results: dict) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def seed_table(runs: list, results: dict, papers: dict[str, float | None]) -> list[str]:
+    """Every row measured with more than one seed: the spread that a gap to the paper
+    must be weighed against."""
+    lines = ["| row | monitor | images | max epochs | Strix % over seeds | paper % | Δ pp (mean) "]
+    lines[0] += "| kept/ran epochs |"
+    lines.append("|" + " --- |" * 8)
+    groups = _grouped(runs, results)
+    for (key, monitor, n, epochs), done in sorted(groups.items(), key=lambda g: str(g[0])):
+        if len(done) < 2:
+            continue
+        accs, paper = [_accuracy(r) for _, r in done], papers.get(key)
+        delta = "–" if paper is None else f"{statistics.mean(accs) - paper:+.2f}"
+        cells = [key, monitor, str(n or "all"), str(epochs), _stats(accs)]
+        cells += ["–" if paper is None else f"{paper:.2f}", delta, _kept(done)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
 def _kept(done: list[tuple[Any, dict]]) -> str:
     return ",".join(
         f"{(r.get('trial') or {}).get('best_epoch')}/{r.get('epochs')}" for _, r in done
@@ -218,6 +236,7 @@ def write_doc(doc: Path, runs: list, results: dict, meta: dict) -> None:
         )
     lines += ["", "## Paper and Strix", "", *main_table(runs, results, meta), ""]
     for title, part in (
+        ("## Spread over seeds", seed_table(runs, results, {r.row.key: r.row.paper for r in runs})),
         ("## Early stopping: what `--monitor` keeps", monitor_table(runs, results)),
         ("## Seed 004, Table 2: correlations with accuracy", correlation_table(runs, results)),
         ("## Seed 004, Figure 4: dropout", dropout_figure(runs, results, doc)),
