@@ -284,7 +284,6 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     backend.select(cfg.backend)  # before anything imports Keras
-    backend.load_quietly()
     if cfg.fetch is None:
         check_out_dir(cfg.out, "--out")
     else:
@@ -294,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.fetch is not None:
             fetch(store, cfg.exp_key, cfg.fetch)
         else:
+            backend.load_quietly()  # after every flag and the store are checked: seconds
             run_final(store, cfg)
     finally:
         store.close()
