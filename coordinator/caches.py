@@ -24,7 +24,7 @@ EXAMPLES = """
 
 def _root(args: argparse.Namespace) -> Path:
     v = settings.resolve(args, ["cache_dir", "home"])
-    return Path(v["cache_dir"] or Path(v["home"]).expanduser() / "cache").expanduser()
+    return Path(v["cache_dir"]).expanduser()
 
 
 def _entries(root: Path) -> list[tuple[str, Path]]:

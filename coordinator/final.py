@@ -268,7 +268,7 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
         epochs=args.epochs,
         out=args.out or home / "final" / safe_name(args.exp_key),
         data_dir=v["data_dir"],
-        cache_dir=v["cache_dir"] or str(home / "cache"),
+        cache_dir=v["cache_dir"],
         weights_dir=v["weights_dir"],
         limit=args.limit,
         test_limit=args.test_limit,

@@ -41,6 +41,7 @@ EXAMPLES = """
 """
 SHARED = ("exp_key", "data_dir", "cache_dir", "weights_dir", "home", "heartbeat")
 SHARED += ("max_attempts", "gpu_capacity", "backend", "precision", "stop_after", "timeout")
+SHARED += ("monitor",)
 # launch setting -> PrunerConfig field; unset ones come from the stored study, else defaults
 PRUNER_SETTINGS = {
     "pruner": "kind",
@@ -86,6 +87,7 @@ class LaunchConfig:
     pruner: dict = field(default_factory=dict)  # PrunerConfig fields given on the command line
     stop_after: int | None = None
     timeout_min: float | None = None
+    monitor: str = "val_loss"  # what early stopping watches and restores
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +176,7 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         seed=args.seed,
         local_workers=args.local_workers,
         data_dir=v["data_dir"],
-        cache_dir=v["cache_dir"] or str(home / "cache"),
+        cache_dir=v["cache_dir"],
         weights=None if weights in ("none", "None") else weights,
         tb_dir=args.tb_dir,
         resource=args.resource or _resource(info, args),
@@ -192,6 +194,7 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         pruner=_given_pruner(args),
         stop_after=v["stop_after"],
         timeout_min=v["timeout"],
+        monitor=v["monitor"],
     )
     _check_sources(cfg)
     return cfg
@@ -287,7 +290,7 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
     from shared.spaces import SPACES
 
     params = SPACES[cfg.model](image_size=cfg.image_size, clamp=cfg.clamp, augment=cfg.augment)
-    budget = {"max_epochs": cfg.max_epochs, "patience": cfg.patience}  # Keras-free: no Budget
+    budget = {"max_epochs": cfg.max_epochs, "patience": cfg.patience, "monitor": cfg.monitor}
     space = keras_space(
         cfg.model,
         params,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import catalog, cli, defaults, settings
 from shared.errors import ConfigError
-from shared.schedules import DEFAULT_MONITOR, MONITORS, check_lr_decay
+from shared.schedules import check_lr_decay
 
 if TYPE_CHECKING:
     import keras
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("coordinator.train")
 
 PROG = "strix train"
-DATA_SETTINGS = ["data_dir", "cache_dir", "weights_dir", "home"]
+DATA_SETTINGS = ["data_dir", "cache_dir", "weights_dir", "home", "monitor"]
 
 EXAMPLES = """
   # seed 003, Table 2: the simple CNN without augmentation (paper: 92.52 %)
@@ -103,12 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     a("--image-size", type=int, help="input side in px (default: the model's, e.g. 28)")
     a("--epochs", type=int, default=defaults.MAX_EPOCHS, help="most epochs")
     a("--patience", type=int, default=defaults.PATIENCE, help="early-stopping patience")
-    a(
-        "--monitor",
-        choices=sorted(MONITORS),
-        default=DEFAULT_MONITOR,
-        help="what early stopping watches and restores (val_loss: the seed's rule)",
-    )
     a("--lr-decay", type=float, help="multiply the learning rate by this after every epoch")
     a("--seed", type=int, help="training seed (weights, shuffling)")
     a("--limit", type=int, help="train+val on a stratified subset of N images (quick runs)")
@@ -143,13 +137,13 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         image_size=size,
         epochs=args.epochs,
         patience=args.patience,
-        monitor=args.monitor,
+        monitor=v["monitor"],
         seed=args.seed,
         limit=args.limit,
         test_limit=args.test_limit,
         out=args.out or home / "train" / args.model,
         data_dir=v["data_dir"],
-        cache_dir=v["cache_dir"] or str(home / "cache"),
+        cache_dir=v["cache_dir"],
         weights_dir=v["weights_dir"],
         weights="imagenet" if entry.weights_file else None,
     )

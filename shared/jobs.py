@@ -61,7 +61,7 @@ class RunContext:
         from shared.data import load
 
         v = settings.resolve({}, ["data_dir", "cache_dir", "weights_dir", "home"])
-        cache = v["cache_dir"] or str(Path(v["home"]).expanduser() / "cache")
+        cache = v["cache_dir"]
         return cls(
             load_data=lambda spec: load(spec, data_dir=v["data_dir"], cache_dir=cache),
             weights_dir=v["weights_dir"],

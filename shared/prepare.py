@@ -4,7 +4,6 @@ into the uint8 cache that every worker on a host memory-maps."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from shared import cli, defaults, settings
 
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.data import DataSpec, prepare
 
     v = settings.resolve(args, ["data_dir", "cache_dir", "home"])
-    cache_dir = v["cache_dir"] or str(Path(v["home"]).expanduser() / "cache")
+    cache_dir = v["cache_dir"]
     spec = DataSpec(image_size=args.size, channels=args.channels, interpolation=args.interpolation)
     path = prepare(spec, data_dir=v["data_dir"], cache_dir=cache_dir, progress=not args.no_progress)
     size_mb = sum(f.stat().st_size for f in path.glob("*.npy")) / 1e6

@@ -117,6 +117,8 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
         "2",
         "--tb-dir",
         str(tmp_path / "tb"),
+        "--monitor",
+        "val_accuracy",
     ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     logs = "".join(p.read_text() for p in Path(tmp_path / "home" / "logs").glob("*.log"))
@@ -133,6 +135,7 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
         assert d["result"]["status"] == "ok", d["result"]
         assert 0.0 < d["result"]["loss"] < 1.0
         assert d["spec"]["model"] == "baseline" and d["worker"]["pid"] > 0
+        assert d["spec"]["budget"]["monitor"] == "val_accuracy", "every trial gets --monitor"
     owners = {d["owner"] for d in docs}
     assert len(owners) == 2, "both workers should have run trials"
     assert store.find_metrics({"exp_key": "e2e"}), "per-epoch metrics were written live"

@@ -159,7 +159,7 @@ def resolve(args: argparse.Namespace) -> WorkerConfig:
         workdir=Path(v["workdir"]) if v["workdir"] else None,
         poll_floor=v["poll_interval"],
         grace=grace,
-        cache_dir=v["cache_dir"] or str(Path(v["home"]).expanduser() / "cache"),
+        cache_dir=v["cache_dir"],
         isolate=bool(v["isolate"]),
         allow_modules=_modules(v["allow_module"]),
     )
