@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ EXAMPLES = """
   python -m bench.feature_study --image-size 64 --limit 1000 --out out/bench/feature_study.json
 """
 QUICK = {"trials": 2, "max_epochs": 1, "limit": 300}
-COLUMNS = ["cache", "trials", "light", "heavy", "trial_epochs", "wall_s", "trials_per_h"]
+COLUMNS = ["cache", "trials", "light", "heavy", "trial_epochs", "trial_s_median", "trial_s_max"]
+COLUMNS += ["wall_s", "trials_per_h"]
 COLUMNS += ["best_val_acc", "load_start", "load_end"]
 
 
@@ -67,12 +69,13 @@ def study_row(url: str, db: str) -> dict[str, Any]:
 
     store = connect(url, db)
     try:
-        docs = store.trials_in("bench", fields=["result", "resource"])
+        docs = store.trials_in("bench", fields=["result", "resource", "started", "ended"])
         best = store.best("bench", 1)
     finally:
         store.close()
     results = [d.get("result") or {} for d in docs]
     classes = [d.get("resource") for d in docs]
+    seconds = [d["ended"] - d["started"] for d in docs if d.get("ended") and d.get("started")]
     top = (best[0].get("result") or {}) if best else {}
     return {
         "trials": len(docs),
@@ -80,6 +83,8 @@ def study_row(url: str, db: str) -> dict[str, Any]:
         "light": classes.count("light"),
         "heavy": classes.count("heavy"),
         "trial_epochs": sum(int(r.get("epochs") or 0) for r in results),
+        "trial_s_median": round(statistics.median(seconds), 1) if seconds else None,
+        "trial_s_max": round(max(seconds), 1) if seconds else None,  # the cached: extraction
         "best_val_acc": top.get("val_accuracy"),
     }
 
