@@ -2,8 +2,8 @@
 
 Both live under the cache directory (``--cache-dir`` / ``$STRIX_CACHE_DIR``, else
 ``<home>/cache``): one folder per prepared image size, and ``features/`` with one folder
-per frozen base and data split (float16; e.g. VGG19 at 128 px for all 70,000 images is
-about 1.1 GB).
+per frozen base and data split (float16, training and validation images; e.g. VGG19 at
+128 px for all 60,000 is about 1 GB).
 """
 
 from __future__ import annotations

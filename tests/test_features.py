@@ -54,16 +54,20 @@ def test_which_trials_can_use_the_cache() -> None:
 def test_the_cached_path_predicts_what_the_full_model_predicts(data, tmp_path: Path) -> None:
     model = _vgg()
     feats = features_for(model, "vggstrix", None, data, str(tmp_path))
-    assert feats.x_train.dtype == np.float16 and len(feats.x_test) == len(data.y_test)
+    assert feats.x_train.dtype == np.float16 and len(feats.x_val) == len(data.y_val)
     _, head = split(model, "vgg19")
     assert [w.name for w in head.weights] == [w.name for w in model.weights[-len(head.weights) :]]
-    full = model.predict(np.asarray(data.x_test), verbose=0)
-    cached = head.predict(np.asarray(feats.x_test, np.float32), verbose=0)
+    front, _ = split(model, "vgg19")  # the test split through the cached path: float16
+    test_features = np.asarray(front.predict(np.asarray(data.x_test), verbose=0), np.float16)
+    x = np.concatenate([np.asarray(data.x_val), np.asarray(data.x_test)])
+    full = model.predict(x, verbose=0)
+    features = np.concatenate([np.asarray(feats.x_val), test_features]).astype(np.float32)
+    cached = head.predict(features, verbose=0)
     agree = np.mean(full.argmax(1) == cached.argmax(1))
     assert agree >= 0.999, agree
     np.testing.assert_allclose(full, cached, atol=2e-2)  # float16 features
     again = features_for(_vgg(), "vggstrix", None, data, str(tmp_path))
-    images = len(data.y_train) + len(data.y_val) + len(data.y_test)
+    images = len(data.y_train) + len(data.y_val)
     assert again.path == feats.path and list_caches(str(tmp_path))[0]["images"] == images
     _strix_cache_ls_and_rm(tmp_path, feats.path.name)
 
