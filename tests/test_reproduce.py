@@ -61,3 +61,39 @@ def test_one_row_runs_through_strix_train_and_lands_in_the_doc(
     text = doc.read_text()
     assert f"| {BY_KEY['p2-baseline'].paper:.2f} | {accuracy:.2f} |" in text
     assert "strix train --model baseline --seed 0 --monitor val_loss --epochs 1" in text
+
+
+def test_a_long_spread_on_the_whole_training_set_with_one_monitor() -> None:
+    argv = ["--quick", "--rows", "s003-simplecnn-none", "--seeds", "2"]
+    argv += ["--monitors", "val_loss,val_accuracy", "--spread-limit", "1000"]
+    runs = reproduce.plan(
+        reproduce.build_parser().parse_args([*argv, "--spread-long", "40xall:val_loss"])
+    )
+    long = [r for r in runs if r.budget.epochs == 40]
+    assert [(r.seed, r.monitor, r.budget.limit, r.budget.patience) for r in long] == [
+        (0, "val_loss", None, 5),
+        (1, "val_loss", None, 5),
+    ]
+    assert long[0].folder.name == "seed0-val_loss-e40-p5"
+    with pytest.raises(SystemExit):
+        reproduce.build_parser().parse_args([*argv, "--spread-long", "40xall:loss"])
+
+
+@pytest.mark.slow
+def test_a_full_mode_mobilenet_row_runs_with_the_imagenet_file(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU set's MobileNet rows, cut to one epoch on 300 images: the weights file in
+    ../shared/weights, the 56 px input and seed 003's schedule all go through."""
+    weights = reproduce.WEIGHTS
+    if not any(weights.glob("mobilenet_v2*.h5")):
+        pytest.skip(f"no MobileNetV2 ImageNet file in {weights}")
+    monkeypatch.setenv("STRIX_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("STRIX_CACHE_DIR", str(tmp_path / "cache"))
+    doc = tmp_path / "reproduction.md"
+    argv = ["--full", "--rows", "s003-mobilenet_lite-none", "--epochs", "1", "--limit", "300"]
+    argv += ["--out", str(tmp_path / "runs"), "--doc", str(doc), "--weights-dir", str(weights)]
+    assert reproduce.main(argv) == 0
+    (result,) = (tmp_path / "runs" / "s003-mobilenet_lite-none").glob("*/result.json")
+    assert 0.0 < json.loads(result.read_text())["test_accuracy"] <= 1.0
+    assert "--set learning_rate=0.0003 --set lr_decay=0.8 --image-size 56" in doc.read_text()
