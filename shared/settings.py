@@ -153,7 +153,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "trials", None, int, check=at_least(1), group=_STUDY),
     Setting("timeout", "stop posting after this many minutes; running trials finish", None,
             float, check=positive, group=_STUDY),
-    Setting("monitor", "what early stopping watches and restores (val_loss: the seed's rule)",
+    Setting("monitor", "what early stopping watches and restores: val_loss (the seed's rule) "
+            "or val_accuracy",
             schedules.DEFAULT_MONITOR, check=one_of(*schedules.MONITORS), group=_STUDY),
     Setting("dashboard_host", "address to bind (127.0.0.1: this machine only)", "127.0.0.1",
             env=d.ENV_DASHBOARD_HOST, option="--host", group=_DASHBOARD),
