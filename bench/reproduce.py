@@ -32,8 +32,10 @@ WEIGHTS = Path(os.environ.get("STRIX_WEIGHTS_DIR") or ROOT.parent / "shared" / "
 EXAMPLES = """examples:
   python -m bench.reproduce --quick                     # the CPU set, ~1 h on 2 cores
   python -m bench.reproduce --quick --seeds 3 --rows s003-simplecnn-none
-  python -m bench.reproduce --quick --monitors val_loss,val_accuracy --seeds 3 \
-      --seed-rows s003-simplecnn-none --spread-limit 12000 --spread-long 30x6000  # as documented
+  python -m bench.reproduce --quick --seeds 3 --monitors val_loss,val_accuracy \
+      --seed-rows s003-simplecnn-none --spread-limit 12000 --spread-long 30x6000 \
+      --spread-long 40xall:val_loss \
+      --seeds-at-budget s003-simplecnn-flip s003-simplecnn-flip+rot   # docs/reproduction.md
   python -m bench.reproduce --full --weights-dir ../shared/weights   # every row, on a GPU
   python -m bench.reproduce --quick --doc-only          # rewrite the doc from finished runs
 """
@@ -148,6 +150,9 @@ def plan(args: argparse.Namespace) -> list[Run]:
         for seed in range(args.seeds):
             for monitor in [only] if only else monitors:
                 runs += [Run(r, seed, monitor, spread, args.out) for r in extra_rows if not r.study]
+    for r in [BY_KEY[k] for k in args.seeds_at_budget or []]:
+        budget_r = _row_budget(r, budget, args)
+        runs += [Run(r, seed, monitors[0], budget_r, args.out) for seed in range(1, args.seeds)]
     unique: dict[Path, Run] = {}
     for run in runs:
         unique.setdefault(run.folder, run)
@@ -195,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(BY_KEY),
         metavar="ROW",
         help="the rows that get the extra seeds and monitors (default: all)",
+    )
+    p.add_argument(
+        "--seeds-at-budget",
+        nargs="+",
+        choices=sorted(BY_KEY),
+        metavar="ROW",
+        help="these rows also get --seeds seeds at the mode's own budget (first monitor)",
     )
     p.add_argument("--monitors", default="val_loss", help="comma list: val_loss,val_accuracy")
     p.add_argument("--epochs", type=int, help="override the mode's epochs budget")

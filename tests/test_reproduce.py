@@ -79,6 +79,14 @@ def test_a_long_spread_on_the_whole_training_set_with_one_monitor() -> None:
         reproduce.build_parser().parse_args([*argv, "--spread-long", "40xall:loss"])
 
 
+def test_extra_seeds_at_the_rows_own_budget() -> None:
+    argv = ["--quick", "--rows", "p2-baseline", "s003-simplecnn-flip", "--seeds", "3"]
+    argv += ["--seed-rows", "p2-baseline", "--seeds-at-budget", "s003-simplecnn-flip"]
+    runs = reproduce.plan(reproduce.build_parser().parse_args(argv))
+    flip = [r for r in runs if r.row.key == "s003-simplecnn-flip"]
+    assert [r.folder.name for r in flip] == [f"seed{s}-val_loss-e10" for s in range(3)]
+
+
 @pytest.mark.slow
 def test_a_full_mode_mobilenet_row_runs_with_the_imagenet_file(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
