@@ -192,20 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="the CPU set (about an hour)")
     mode.add_argument("--full", action="store_true", help="every row at the papers' budget (GPU)")
-    p.add_argument("--rows", nargs="+", choices=sorted(BY_KEY), metavar="ROW", help="only these")
+    rows = {"nargs": "+", "choices": sorted(BY_KEY), "metavar": "ROW"}  # row-list flags
+    p.add_argument("--rows", **rows, help="only these")
     p.add_argument("--seeds", type=int, default=1, help="seeds per row (mean and spread)")
     p.add_argument(
-        "--seed-rows",
-        nargs="+",
-        choices=sorted(BY_KEY),
-        metavar="ROW",
-        help="the rows that get the extra seeds and monitors (default: all)",
+        "--seed-rows", **rows, help="the rows that get the extra seeds and monitors (default: all)"
     )
     p.add_argument(
         "--seeds-at-budget",
-        nargs="+",
-        choices=sorted(BY_KEY),
-        metavar="ROW",
+        **rows,
         help="these rows also get --seeds seeds at the mode's own budget (first monitor)",
     )
     p.add_argument("--monitors", default="val_loss", help="comma list: val_loss,val_accuracy")
