@@ -62,13 +62,3 @@ MAX_CONSECUTIVE_FAILURES = 4
 def strix_home() -> Path:
     """Strix's working directory: ``$STRIX_HOME`` or ``~/.strix``."""
     return Path(os.environ.get(ENV_HOME) or Path.home() / ".strix")
-
-
-def setting(flag: object, env: str, default: object) -> object:
-    """Resolve one setting by Strix's priority: CLI flag, then environment, then default."""
-    if flag is not None:
-        return flag
-    value = os.environ.get(env)
-    if value not in (None, ""):
-        return value
-    return default

@@ -160,7 +160,7 @@ def _check_space(tmp: Path, front: keras.Model, base_layer: str, data: Dataset) 
     """Refuse before computing: h5py crashes the process when the disk fills mid-write,
     and minutes of extraction should not end in a full disk."""
     images = sum(len(getattr(data, f"y_{s}")) for s in SPLITS)
-    features = images * math.prod(front.output.shape[1:]) * 2  # float16
+    features = size_bytes(images, tuple(front.output.shape[1:]))
     weights = sum(math.prod(w.shape) * 4 for w in front.get_layer(base_layer).weights)
     need, free = features + weights + HEADROOM, shutil.disk_usage(tmp).free
     if need > free:

@@ -233,7 +233,7 @@ def resolve(
             raise ConfigError(f"{s.flag} {problem}")
         out[name] = value
     if out.get("cache_dir", "") is None and "home" in out:  # the one derived default
-        out["cache_dir"] = str(os.path.join(os.path.expanduser(out["home"]), "cache"))
+        out["cache_dir"] = os.path.join(os.path.expanduser(out["home"]), "cache")
     return out
 
 
