@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _common as common
-from bench.studies import run_module
+from bench.studies import read_study, run_module
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def launch_flags(args: argparse.Namespace, url: str, db: str, cache: str) -> list[str]:
+def launch_flags(args: argparse.Namespace, url: str, db: str, cache: str, work: Path) -> list:
     flags = ["--model", args.model, "--mongo", url, "--db", db, "--exp-key", "bench"]
     flags += ["--image-size", args.image_size, "--limit", args.limit, "--clamp"]
     flags += ["--max-evals", args.trials, "--max-epochs", args.max_epochs, "--seed", args.seed]
     flags += ["--patience", args.max_epochs, "--pruner", "none", "--weights", "none"]
     flags += ["--local-workers", args.workers, "--feature-cache", cache, "--no-progress"]
-    flags += ["--data-dir", args.data_dir, "--cache-dir", f"{{work}}/cache-{cache}"]
+    flags += ["--data-dir", args.data_dir, "--cache-dir", work / f"cache-{cache}"]
     return [str(f) for f in flags]
 
 
 def study_row(url: str, db: str) -> dict[str, Any]:
-    """What the finished study's trials add up to, read through the typed store API."""
-    from shared.store import connect
-
-    store = connect(url, db)
-    try:
-        docs = store.trials_in("bench", fields=["result", "resource", "started", "ended"])
-        best = store.best("bench", 1)
-    finally:
-        store.close()
+    """What the finished study's trials add up to."""
+    docs, best = read_study(url, db, ["result", "resource", "started", "ended"])
+    top = best.get("result") or {}
     results = [d.get("result") or {} for d in docs]
     classes = [d.get("resource") for d in docs]
     seconds = [d["ended"] - d["started"] for d in docs if d.get("ended") and d.get("started")]
-    top = (best[0].get("result") or {}) if best else {}
     return {
         "trials": len(docs),
         "ok": sum(r.get("status") == "ok" for r in results),
@@ -92,7 +85,7 @@ def study_row(url: str, db: str) -> dict[str, Any]:
 
 def run_one(args: argparse.Namespace, url: str, work: Path, cache: str) -> dict:
     db = f"features_{cache}"
-    flags = [f.replace("{work}", str(work)) for f in launch_flags(args, url, db, cache)]
+    flags = launch_flags(args, url, db, cache, work)
     log.info("study: --feature-cache %s (db %s)", cache, db)
     load = round(os.getloadavg()[0], 1)  # the machine may be shared: say how busy it was
     wall = run_module("coordinator.launch", flags, work, f"{db}.log")

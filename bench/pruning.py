@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _common as common
-from bench.studies import run_module
+from bench.studies import read_study, run_module
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +79,17 @@ def launch_args(args: argparse.Namespace, url: str, db: str, pruner: str, seed: 
 
 
 def study_row(url: str, db: str) -> dict[str, Any]:
-    """What the finished study's trials add up to, read through the typed store API."""
-    from shared.store import connect
-
-    store = connect(url, db)
-    try:
-        docs = store.trials_in("bench", fields=["result"])
-        results = [d.get("result") or {} for d in docs]
-        best = store.best("bench", 1)
-    finally:
-        store.close()
-    top = (best[0].get("result") or {}) if best else {}
+    """What the finished study's trials add up to."""
+    docs, best = read_study(url, db, ["result"])
+    results = [d.get("result") or {} for d in docs]
+    top = best.get("result") or {}
     return {
         "trials": len(docs),
         "pruned": sum(bool(r.get("pruned")) for r in results),
         "failed": sum(r.get("status") != "ok" for r in results),
         "trial_epochs": sum(int(r.get("epochs") or 0) for r in results),
         "best_val_acc": top.get("val_accuracy"),
-        "best_tid": best[0].get("tid") if best else None,
+        "best_tid": best.get("tid"),
         "best_was_pruned": bool(top.get("pruned")),
     }
 

@@ -23,6 +23,20 @@ def strix_env(work: Path) -> dict[str, str]:
     return child_env({**extra, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
+def read_study(url: str, db: str, fields: list[str]) -> tuple[list[dict], dict]:
+    """A finished bench study ("bench"): its trials (these fields) and its best trial ({}
+    when none succeeded), read through the typed store API."""
+    from shared.store import connect
+
+    store = connect(url, db)
+    try:
+        docs = store.trials_in("bench", fields=fields)
+        best = store.best("bench", 1)
+    finally:
+        store.close()
+    return docs, best[0] if best else {}
+
+
 def run_module(module: str, flags: list[str], work: Path, log_name: str) -> float:
     """``python -m module flags`` to completion, logged to ``work/logs``; its wall seconds."""
     log_path = work / "logs" / log_name
