@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.reproduce_rows import BY_KEY, ROWS, Row
+from shared.schedules import MONITORS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "reproduce"
@@ -173,7 +174,7 @@ def _epochs_images(text: str) -> tuple[int, int | None, str | None]:
     epochs, _, images = budget.partition("x")
     try:
         n = None if images == "all" else int(images)
-        if monitor not in ("", "val_loss", "val_accuracy"):
+        if monitor and monitor not in MONITORS:
             raise ValueError(monitor)
         return int(epochs), n, monitor or None
     except ValueError:
