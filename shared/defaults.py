@@ -1,13 +1,10 @@
 """The one place where Strix's defaults and environment variable names live.
 
 Priority everywhere is: CLI flag > environment variable > the value here. Entry points
-resolve that once with :func:`setting` and freeze the result into a dataclass.
+resolve that once with :func:`shared.settings.resolve` and freeze the result into a dataclass.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 # --- environment variable names (the compose file passes exactly these) -------------
 ENV_MONGO = "STRIX_MONGO"  # MongoDB URI, e.g. mongodb://strix:***@mongo:27017/?authSource=admin
@@ -57,8 +54,3 @@ POLL_FLOOR_S = 0.05
 POLL_CAP_S = 2.0
 RESERVE_TIMEOUT_S = 120.0
 MAX_CONSECUTIVE_FAILURES = 4
-
-
-def strix_home() -> Path:
-    """Strix's working directory: ``$STRIX_HOME`` or ``~/.strix``."""
-    return Path(os.environ.get(ENV_HOME) or Path.home() / ".strix")
