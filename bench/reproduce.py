@@ -253,7 +253,7 @@ def _meta(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """When and on what the runs ran; ``--doc-only`` keeps what the run itself recorded."""
     from bench.reproduce_doc import hardware
 
-    path = args.out / "meta.json"
+    path = _meta_path(args)
     if args.doc_only and path.is_file():
         return json.loads(path.read_text())
     shown = [a for a in (argv or []) if a != "--doc-only"]
@@ -262,12 +262,17 @@ def _meta(args: argparse.Namespace, argv: list[str] | None) -> dict:
     return meta
 
 
+def _meta_path(args: argparse.Namespace) -> Path:
+    """One record per document: two docs written from one ``--out`` keep their own headers."""
+    return args.out / f"meta-{args.doc.stem}.json"
+
+
 def _write(args: argparse.Namespace, runs: list[Run], results: dict, meta: dict) -> None:
     from bench.reproduce_doc import hardware, write_doc
 
     if not args.doc_only:
         meta["hardware_end"] = hardware()
-        (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
+        _meta_path(args).write_text(json.dumps(meta, indent=2))
     write_doc(args.doc, runs, results, meta)
 
 

@@ -61,6 +61,14 @@ def test_one_row_runs_through_strix_train_and_lands_in_the_doc(
     text = doc.read_text()
     assert f"| {BY_KEY['p2-baseline'].paper:.2f} | {accuracy:.2f} |" in text
     assert "strix train --model baseline --seed 0 --monitor val_loss --epochs 1" in text
+    # a second document from the same runs folder keeps its own header
+    other = tmp_path / "other.md"
+    assert reproduce.main([*argv, "--out", str(tmp_path / "runs"), "--doc", str(other)]) == 0
+    assert (
+        reproduce.main([*argv, "--out", str(tmp_path / "runs"), "--doc", str(doc), "--doc-only"])
+        == 0
+    )
+    assert f"--doc {doc}" in doc.read_text() and f"--doc {other}" in other.read_text()
 
 
 def test_a_long_spread_on_the_whole_training_set_with_one_monitor() -> None:
