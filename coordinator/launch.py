@@ -94,11 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     description = "Tune a Fashion-MNIST model with hyperopt; trials run on Strix workers."
     p = cli.new_parser(PROG, description, EXAMPLES, store=True)
     a = p.add_argument
-    a(
-        "--model",
-        default="convstrix",
-        help=f"one of: {', '.join(catalog.NAMES)}",
-    )
+    a("--model", default="convstrix", help=f"one of: {', '.join(catalog.NAMES)}")
     a("--max-evals", type=int, default=defaults.MAX_EVALS, help="trials in the study")
     a("--algo", default=defaults.ALGO, choices=["tpe", "rand"], help="search algorithm")
     a("--max-queue-len", type=int, help="trials queued ahead (default: 2x workers, at least 4)")
@@ -344,6 +340,7 @@ def run(args: argparse.Namespace) -> int:
     from coordinator.datasource import study_source
     from coordinator.local import embedded_or_running
     from coordinator.summary import format_table, top_trials
+    from shared.data import small_validation_note
     from shared.store import connect
 
     with ExitStack() as stack:
@@ -362,6 +359,8 @@ def run(args: argparse.Namespace) -> int:
             cfg.model,
             pruner["kind"],
         )
+        if note := small_validation_note(data_spec(cfg)):
+            log.warning("%s", note)
         workers = None
         if cfg.local_workers:
             workers = _local_workers(cfg, url, source)

@@ -32,6 +32,7 @@ from shared.data import (
     load_raw,
     prepare,
     resize_images,
+    small_validation_note,
     source_hash,
 )
 from shared.errors import ConfigError, DataError
@@ -423,6 +424,30 @@ def test_split_is_deterministic_per_seed_and_limits_work(cache32: tuple, data_di
     assert all(np.array_equal(v, getattr(again, k)) for k, v in kept.items())
     other = load(DataSpec(**{**spec.to_dict(), "seed": 7}), data_dir=data_dir, cache_dir=root)
     assert not np.array_equal(other.x_train, kept["x_train"])
+
+
+@pytest.mark.parametrize(
+    ("limit", "fraction", "n_val", "sd"),
+    [
+        (2000, 0.1, 200, "±2.5 pp"),  # 100 * sqrt(0.85 * 0.15 / 200) = 2.52
+        (300, 0.1, 30, "±6.5 pp"),
+        (5000, 0.1, 500, "±1.6 pp"),
+        (4000, 0.2, 800, "±1.3 pp"),
+        (10000, 0.1, 1000, None),  # the pruning benchmark's set-up: no warning
+        (None, 0.1, 6000, None),
+    ],
+)
+def test_a_small_validation_split_is_warned_with_its_uncertainty(
+    limit: int | None, fraction: float, n_val: int, sd: str | None
+) -> None:
+    spec = DataSpec(limit=limit, validation_fraction=fraction)
+    assert spec.validation_size == n_val
+    note = small_validation_note(spec)
+    if sd is None:
+        assert note is None
+    else:
+        assert note is not None and f"holds {n_val} images" in note and sd in note
+        assert f"--limit {int(1000 / fraction)} or more" in note
 
 
 # --- CLI --------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
         r"study e2e finished: best val_acc 0\.\d{4}; 6 ok, 0 failed, 0 error, 0 running, 0 queued",
         proc.stdout,
     ), proc.stdout
+    assert "the validation split holds 30 images" in proc.stderr, "a 300-image study is warned"
     store = connect(mongo_url, db_name)
     docs = store.find_jobs({"exp_key": "e2e"})
     assert len(docs) == 6 and len({d["tid"] for d in docs}) == 6
