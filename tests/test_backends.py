@@ -159,3 +159,24 @@ def test_the_prepared_gpu_study_runs_on_cpu_with_the_gpu_parts_skipped(
     if not __import__("shutil").which("nvidia-smi"):
         assert "GPU memory and utilisation skipped" in res.stdout
         assert cell["gpu_mem_peak_mib"] is None
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_pruning_bench_runs_on_cpu_in_smoke_mode(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """scripts/gpu-pruning.sh runs issue 12's full benchmark the day a GPU is lent; its
+    smoke mode is the same script and the same JAX path, cut to bench.pruning --quick."""
+    more = {"STRIX_GPU_SMOKE": "1", "STRIX_DATA_DIR": str(data_dir), "OUT": str(tmp_path)}
+    res = subprocess.run(
+        ["bash", "scripts/gpu-pruning.sh", "1", "asha"],
+        cwd=ROOT,
+        env=_env("jax", PYTHON=sys.executable, **more),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "pruning-gpu-s1.json").read_text())["runs"]
+    assert (run["pruner"], run["trials"], run["failed"]) == ("asha", 4, 0), run
+    assert 0 < run["trial_epochs"] <= 4 * 3 and 0 < run["test_acc"] <= 1
