@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The pruning benchmark (issue 12) at its full set-up on one lent GPU: ConvStrix 28 px,
 # 10,000 images, 24 trials, --max-epochs 20, 2 local workers, on Keras's JAX backend
-# (the lent machines have JAX, not TensorFlow). One seed per call, so each call fits
-# the device's 10-minute limit; the figures land in $OUT (or out/) as JSON.
+# (the lent machines have JAX, not TensorFlow). One seed per call, sized by estimate
+# (not yet run on a GPU) to fit the device's 10-minute limit; pass one pruner per call
+# if it does not. The figures land in $OUT (or out/) as JSON.
 #
 # Here, once:   bash scripts/gpu-wheels.sh                       # .whl/, about 15 MiB
 #               mkdir -p .data && cp ../shared/data/fashion-mnist/*.gz .data/

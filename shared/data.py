@@ -71,8 +71,7 @@ class DataSpec:
 
     def _check_limit(self, vf: float) -> None:
         check_int("limit", self.limit, 20, FILES["x_train"][2])
-        n = int(self.limit)  # type: ignore[arg-type]
-        n_val = math.ceil(vf * n)
+        n, n_val = int(self.limit), self.validation_size  # type: ignore[arg-type]
         if min(n_val, n - n_val) < len(CLASS_NAMES):
             raise ConfigError(
                 f"limit={n} with validation_fraction={vf} gives {n_val} validation and "
