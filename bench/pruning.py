@@ -10,7 +10,9 @@ local workers on an embedded MongoDB, then ``strix final`` on the best trial. Pe
 - *test acc*: ``strix final`` on that trial (retrained on train+val, full test split).
 
 ``--query-trials N`` also measures the pruner's store query (the rung values of one
-epoch, one indexed find) with N trials' records in the database.
+epoch, one indexed find) with N trials' records in the database. ``--merge`` joins the JSON
+of separate invocations (one pruner or seed each, as a long run is best split) into one
+set of tables, summary and ratios, without training anything.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ EXAMPLES = """
   python -m bench.pruning --trials 12 --max-epochs 8 --limit 3000 --seeds 1
   # only the cost of the pruner's store query with 1000 trials recorded
   python -m bench.pruning --pruners "" --query-trials 1000
+  # one table, summary and ratios from runs saved one pruner at a time
+  python -m bench.pruning --merge out/bench/pruning_*_s1.json out/bench/pruning_*_s2.json
 """
 QUICK = {"trials": 4, "max_epochs": 3, "limit": 600, "seeds": "1", "query_trials": 50}
 COLUMNS = ["pruner", "seed", "trials", "pruned", "failed", "trial_epochs", "wall_s"]
@@ -60,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-final", action="store_true", help="skip `strix final` on the best trial")
     a("--query-trials", type=int, default=1000, help="trials recorded for the query cost; 0: skip")
     a("--out", help="write the figures as JSON here")
+    a("--merge", nargs="+", metavar="JSON", help="join these saved outputs' runs; trains nothing")
     a("-v", "--verbose", action="store_true")
     common.add_quick(p, QUICK)
     return p
@@ -211,9 +216,37 @@ def ratios(rows: list[dict], base: str = "none", other: str = "asha") -> list[di
     return out
 
 
+def merged_runs(paths: list[str]) -> list[dict]:
+    """The runs of several saved outputs; a (pruner, seed) saved twice is an error, not a mean."""
+    rows: list[dict] = []
+    for path in paths:
+        try:
+            rows += json.loads(Path(path).read_text()).get("runs", [])
+        except (OSError, ValueError) as exc:
+            msg = f"--merge: cannot read {path} ({exc}); pass files that --out saved"
+            raise SystemExit(msg) from None
+    keys = [(r["pruner"], r["seed"]) for r in rows]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise SystemExit(f"--merge: {twice} appear in more than one file; pass each run once")
+    return rows
+
+
+def report(args: argparse.Namespace, payload: dict[str, Any], rows: list[dict]) -> None:
+    payload.update(runs=rows, summary=summary(rows), ratios=ratios(rows))
+    payload["ratios"] += ratios(rows, "none", "median")
+    for name in ("runs", "summary", "ratios", "query"):
+        if payload.get(name):
+            print(f"\n{name}:\n{common.table(payload[name], COLUMNS if name == 'runs' else None)}")
+    common.save_json(args.out, payload)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = common.parse(build_parser(), argv, QUICK)
     common.setup_logging(args.verbose)
+    if args.merge:
+        report(args, {"merged": args.merge}, merged_runs(args.merge))
+        return 0
     from shared.embedded import free_port, start_embedded
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="strix-bench-pruning-"))
@@ -231,12 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             payload["query"] = query_cost(server.url, args.query_trials, args.max_epochs)
     finally:
         server.stop()
-    payload.update(runs=rows, summary=summary(rows), ratios=ratios(rows))
-    payload["ratios"] += ratios(rows, "none", "median")
-    for name in ("runs", "summary", "ratios", "query"):
-        if payload.get(name):
-            print(f"\n{name}:\n{common.table(payload[name], COLUMNS if name == 'runs' else None)}")
-    common.save_json(args.out, payload)
+    report(args, payload, rows)
     return 0
 
 
