@@ -183,13 +183,20 @@ def _cost_row(rule: str, n: int, records: int, got: int, reads: list, writes: li
 # --- the report --------------------------------------------------------------------------
 
 
-def summary(rows: list[dict]) -> list[dict]:
-    """Per pruner: the mean over seeds and the spread (max - min)."""
+RUN_KEYS = ("trial_epochs", "wall_s", "best_val_acc", "test_acc")
+RATIO_KEYS = ("trial_epochs_x", "wall_x", "best_val_acc_gap_pp", "test_acc_gap_pp")
+
+
+def summary(rows: list[dict], by: str = "pruner", keys: tuple = RUN_KEYS) -> list[dict]:
+    """Per ``by`` (a pruner, or a ratio's pair): the mean over seeds and the spread (max - min).
+
+    A single seed's ratio says little (two seeds differed by 1.45x here), so ratios get
+    their spread too."""
     out = []
-    for pruner in dict.fromkeys(r["pruner"] for r in rows):
-        mine = [r for r in rows if r["pruner"] == pruner]
-        line: dict[str, Any] = {"pruner": pruner, "seeds": len(mine)}
-        for key in ("trial_epochs", "wall_s", "best_val_acc", "test_acc"):
+    for group in dict.fromkeys(r[by] for r in rows):
+        mine = [r for r in rows if r[by] == group]
+        line: dict[str, Any] = {by: group, "seeds": len(mine)}
+        for key in keys:
             values = [r[key] for r in mine if r.get(key) is not None]
             if values:
                 line[key] = round(statistics.mean(values), 4)
@@ -235,7 +242,8 @@ def merged_runs(paths: list[str]) -> list[dict]:
 def report(args: argparse.Namespace, payload: dict[str, Any], rows: list[dict]) -> None:
     payload.update(runs=rows, summary=summary(rows), ratios=ratios(rows))
     payload["ratios"] += ratios(rows, "none", "median")
-    for name in ("runs", "summary", "ratios", "query"):
+    payload["ratio_summary"] = summary(payload["ratios"], "pair", RATIO_KEYS)
+    for name in ("runs", "summary", "ratios", "ratio_summary", "query"):
         if payload.get(name):
             print(f"\n{name}:\n{common.table(payload[name], COLUMNS if name == 'runs' else None)}")
     common.save_json(args.out, payload)

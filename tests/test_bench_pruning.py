@@ -46,6 +46,9 @@ def test_merge_gives_per_seed_ratios_and_the_spread_over_seeds(tmp_path: Path) -
     assert asha[2]["test_acc_gap_pp"] == pytest.approx(1.0)
     none = next(s for s in saved["summary"] if s["pruner"] == "none")
     assert (none["seeds"], none["trial_epochs"], none["trial_epochs_spread"]) == (2, 250, 100)
+    pair = next(s for s in saved["ratio_summary"] if s["pair"] == "none/asha")
+    assert (pair["seeds"], pair["trial_epochs_x"], pair["trial_epochs_x_spread"]) == (2, 3.5, 1.0)
+    assert (pair["wall_x"], pair["wall_x_spread"]) == (2.5, 1.0)
     assert saved["merged"] == files
 
 
