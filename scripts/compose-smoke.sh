@@ -18,7 +18,8 @@
 # A Docker engine with Compose v2 must answer; otherwise, as root, the script starts one with
 # ../shared/tools/docker-engine.sh, and where that fails too it prints one SKIPPED line and
 # exits 77. It uses a project name and an image tag of its own, touches no other container,
-# and cleans up on every exit. It never reads the checkout's .env. PYTHON_IMAGE, MONGO_IMAGE
+# and cleans up on every exit; on an engine it started itself, the build cache goes too (CI
+# disks are small). It never reads the checkout's .env. PYTHON_IMAGE, MONGO_IMAGE
 # and PIP_INDEX_URL are taken from the environment (air-gapped hosts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,7 @@ took() { printf '%ss' "$((SECONDS - $1))"; }
 
 # --- a Docker engine, or SKIPPED -------------------------------------------------------
 engine_ok() { docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; }
+own_engine=  # set when this script started the engine: its build cache is then ours to drop
 if ! engine_ok; then
   tool=$ROOT/../shared/tools/docker-engine.sh
   [ -f "$tool" ] || skip "no Docker engine with Compose v2 answers, and there is no ../shared/tools/docker-engine.sh to start one"
@@ -45,6 +47,7 @@ if ! engine_ok; then
   say "no Docker engine answers: starting one with ../shared/tools/docker-engine.sh"
   bash "$tool" >&2 || say "docker-engine.sh failed (exit $?)"
   engine_ok || skip "no Docker engine with Compose v2 answers, and ../shared/tools/docker-engine.sh could not start one"
+  own_engine=1
 fi
 command -v python3 >/dev/null || fail "python3 is needed on the host (free port, JSON checks)"
 
@@ -99,6 +102,9 @@ cleanup() {
   ids=$(docker volume ls -q --filter "$label")
   [ -z "$ids" ] || docker volume rm $ids >/dev/null
   docker image rm "strix-cpu:$TAG" >/dev/null 2>&1
+  # The build leaves about 5 GB of cache (TensorFlow twice: the build stage and the copy).
+  # A user's own engine keeps it for the next build; one this script started (CI) drops it.
+  [ -z "$own_engine" ] || docker builder prune --all --force >/dev/null 2>&1
   [ -z "$tmp" ] || rm -rf "$tmp"
   local left
   left=$(leftovers)

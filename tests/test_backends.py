@@ -168,6 +168,7 @@ def test_the_prepared_gpu_pruning_bench_runs_on_cpu_in_smoke_mode(
     """scripts/gpu-pruning.sh runs issue 12's full benchmark the day a GPU is lent; its
     smoke mode is the same script and the same JAX path, cut to bench.pruning --quick."""
     more = {"STRIX_GPU_SMOKE": "1", "STRIX_DATA_DIR": str(data_dir), "OUT": str(tmp_path)}
+    more["TMPDIR"] = str(tmp_path)  # the bench's own work dir (server, cache) goes with the test
     res = subprocess.run(
         ["bash", "scripts/gpu-pruning.sh", "1", "asha"],
         cwd=ROOT,
