@@ -187,7 +187,7 @@ RUN_KEYS = ("trial_epochs", "wall_s", "best_val_acc", "test_acc")
 RATIO_KEYS = ("trial_epochs_x", "wall_x", "best_val_acc_gap_pp", "test_acc_gap_pp")
 
 
-def summary(rows: list[dict], by: str = "pruner", keys: tuple = RUN_KEYS) -> list[dict]:
+def summary(rows: list[dict], by: str = "pruner", keys: tuple[str, ...] = RUN_KEYS) -> list[dict]:
     """Per ``by`` (a pruner, or a ratio's pair): the mean over seeds and the spread (max - min).
 
     A single seed's ratio says little (two seeds differed by 1.45x here), so ratios get
