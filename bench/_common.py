@@ -1,9 +1,9 @@
 """Helpers the benchmarks share: their command lines, tables, percentiles, /proc readings.
 
 Benchmarks run from the repository root (``python -m bench.NAME``); the ``bench`` folder is
-not installed, so child processes are started by :mod:`coordinator.procs` with the
+not installed, so child processes are started by :mod:`coordinator.study.procs` with the
 repository root on their ``PYTHONPATH``. The fault-injection harness is
-:mod:`bench.harness`.
+:mod:`bench.faults.harness`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def batches(
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, size=(n, size, size, channels), dtype=np.uint8)
         return x.astype("float32"), rng.integers(0, 10, size=(n,), dtype=np.int32)
-    from shared.data import load_raw, resize_images
+    from shared.data.cache import resize_images
+    from shared.data.idx import load_raw
 
     x_train, y_train, _, _ = load_raw(data_dir)
     return resize_images(x_train[:n], size, "cubic", channels), y_train[:n].astype(np.int32)

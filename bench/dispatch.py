@@ -2,7 +2,7 @@
 
 The objective is the toy quadratic with a sleep of ``d`` seconds, so everything a trial
 takes beyond ``d`` is dispatch: posting, reserving, leasing, reporting. Both systems run
-on the same embedded server, behind the same poster (``coordinator.study``, hyperopt's
+on the same embedded server, behind the same poster (``coordinator.study.study``, hyperopt's
 FMinIter with ``rand``, so TPE's own cost stays out of the figures); only the worker loop
 differs:
 
@@ -52,7 +52,7 @@ from bench._common import (
     setup_logging,
     table,
 )
-from coordinator.procs import spawn, spawn_worker, stop_procs, wait_for_log
+from coordinator.study.procs import spawn, spawn_worker, stop_procs, wait_for_log
 from shared.store import State
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,8 @@ def run_case(
     url: str, system: str, workers: int, sleep_s: float, args: argparse.Namespace, logs: Path
 ) -> DispatchResult:
     """One (system, workers, d) cell: fresh database, fresh fleet, one study."""
-    from coordinator.study import Study, run
-    from shared.jobs import toy_objective, toy_space
+    from coordinator.study.study import Study, run
+    from shared.training.jobs import toy_objective, toy_space
 
     db, key = f"bench_dispatch_{uuid.uuid4().hex[:8]}", "dispatch"
     store = _stamped_store(url, db)
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_all(args: argparse.Namespace, systems: list[str]) -> list[DispatchResult]:
     """Every (d, workers, system) cell on one server: ``--mongo`` or a fresh embedded one."""
-    from shared.embedded import start_embedded
+    from shared.store.embedded import start_embedded
 
     results: list[DispatchResult] = []
     with ExitStack() as stack:

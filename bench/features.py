@@ -32,8 +32,8 @@ def _params(model: str) -> dict:
 
 def _epoch(model: str, size: int, data: object, cache: str | None) -> float:
     """Seconds of the second epoch: building, compiling and tracing happen in the first."""
-    from shared.callbacks import EpochRecorder
-    from shared.training import train
+    from shared.training.callbacks import EpochRecorder
+    from shared.training.loop import train
 
     recorder = EpochRecorder()
     train(
@@ -51,8 +51,9 @@ def _epoch(model: str, size: int, data: object, cache: str | None) -> float:
 
 
 def measure(model: str, size: int, args: argparse.Namespace) -> dict:
-    from shared import features
-    from shared.data import DataSpec, load
+    from shared.data import features
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
     from shared.models import build_model
 
     spec = DataSpec(image_size=size, channels=3, limit=args.limit, test_limit=args.limit // 5)

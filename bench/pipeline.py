@@ -42,7 +42,7 @@ from bench._common import (
     smaps_rollup,
 )
 from bench._common import table as fmt_table
-from coordinator.procs import spawn
+from coordinator.study.procs import spawn
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ QUICK = {"sizes": "28", "mem_size": "28", "mem_procs": "2"}
 
 def all_images(data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(all 70k images, the 10k test images), uint8 (N, 28, 28)."""
-    from shared.data import load_raw
+    from shared.data.idx import load_raw
 
     x_train, _, x_test, _ = load_raw(data_dir)
     return np.concatenate([x_train, x_test]), x_test
 
 
 def opencv_resize(images: np.ndarray, size: int, interpolation: str = "cubic") -> np.ndarray:
-    from shared.data import resize_images
+    from shared.data.cache import resize_images
 
     return resize_images(images, size, interpolation)[..., 0]
 
@@ -90,7 +90,8 @@ def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, An
 
 
 def time_sizes(images: np.ndarray, sizes: list[int], data_dir: str | None) -> list[dict]:
-    from shared.data import DataSpec, prepare
+    from shared.data.cache import prepare
+    from shared.data.spec import DataSpec
 
     tf_resize(images[:CHUNK], 32)  # TensorFlow's start-up is not the resize's cost
     rows = []
@@ -168,7 +169,8 @@ def grid(test: np.ndarray, up: dict[str, np.ndarray], path: Path, n: int = 6) ->
 
 def mem_child(args: argparse.Namespace) -> int:
     """A worker-like process: load the data one way, read every image once, then wait."""
-    from shared.data import DataSpec, load
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
 
     ds = load(DataSpec(image_size=args.size), data_dir=args.data_dir, cache_dir=args.cache_dir)
     arrays = [ds.x_train, ds.x_val, ds.x_test]
@@ -184,7 +186,8 @@ def mem_child(args: argparse.Namespace) -> int:
 
 
 def memory(size: int, procs: int, data_dir: str | None, cache_dir: str) -> list[dict]:
-    from shared.data import DataSpec, load
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
 
     load(DataSpec(image_size=size), data_dir=data_dir, cache_dir=cache_dir)  # build the cache
     rows = []

@@ -41,7 +41,7 @@ from typing import Any
 
 from bench._common import add_quick, machine, make_parser, parse, save_json, setup_logging, table
 from bench._trainer import Trainer, device_info
-from coordinator.procs import spawn, stop_procs, wait_until
+from coordinator.study.procs import spawn, stop_procs, wait_until
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from shared import cli, settings
+from shared.config import cli, settings
 from shared.errors import ConfigError
 
 EXAMPLES = """

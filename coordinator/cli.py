@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from shared.cli import EXIT_USAGE, Parser
+from shared.config.cli import EXIT_USAGE, Parser
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("coordinator.launch", "post a hyperopt study and see it through"),
@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "final": ("coordinator.final", "retrain the best trial, per-class report, export"),
     "train": ("coordinator.train", "train one configuration without a study, test, export"),
     "report": ("coordinator.report", "plots and hyper-parameter correlations of a study"),
-    "prepare": ("shared.prepare", "prepare the resized Fashion-MNIST cache once per size"),
+    "prepare": ("shared.data.prepare", "prepare the resized Fashion-MNIST cache once per size"),
     "cache": ("coordinator.caches", "list or remove the data and feature caches"),
     "cluster": ("coordinator.cluster", "MongoDB plus one-GPU workers through Docker"),
     "dashboard": ("coordinator.dashboard", "a live study dashboard in the browser"),

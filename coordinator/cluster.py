@@ -32,7 +32,7 @@ from coordinator.cluster_plan import (
     parse_gpus,
     plan_cluster,
 )
-from shared import cli, settings
+from shared.config import cli, settings
 from shared.errors import ConfigError, StrixError
 from shared.store import redact
 

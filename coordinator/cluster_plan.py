@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from shared import defaults
+from shared.config import defaults
 from shared.errors import ConfigError
 from shared.store import redact
 

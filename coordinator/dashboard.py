@@ -3,7 +3,7 @@
 People who tune models expect a live page: the history of the objective, parallel
 coordinates, parameter importance, per-epoch curves. optuna-dashboard draws all of that
 from any Optuna storage, so this command serves it over
-:class:`coordinator.optuna_storage.StrixStorage`, a read-only view of the store. Every
+:class:`coordinator.optuna_bridge.storage.StrixStorage`, a read-only view of the store. Every
 page polls the server; the storage re-reads MongoDB at most once per ``--ttl`` seconds,
 however many pages are open.
 
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shared import cli, settings
+from shared.config import cli, settings
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ def make_server(storage: Any, host: str, port: int) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from coordinator.optuna_storage import StrixStorage
-    from coordinator.stores import open_store
+    from coordinator.optuna_bridge.storage import StrixStorage
+    from coordinator.study.stores import open_store
 
     host, port = resolve(args)
     if not is_loopback(host):

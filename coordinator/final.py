@@ -21,15 +21,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coordinator.finished import check_out_dir, check_store_flags, no_success, safe_name
-from coordinator.results import open_store
-from shared import backend, cli, defaults, settings
+from coordinator.analysis.finished import check_out_dir, check_store_flags, no_success, safe_name
+from coordinator.study.stores import open_store
+from shared.config import cli, defaults, settings
 from shared.errors import ConfigError
 from shared.store import Store
 from shared.store import exports as stored
+from shared.training import backend
 
 if TYPE_CHECKING:  # numpy and TensorFlow load only when a model is trained
-    from shared.data import Dataset, DataSpec
+    from shared.data.cache import Dataset
+    from shared.data.spec import DataSpec
 
 log = logging.getLogger("coordinator.final")
 
@@ -96,7 +98,7 @@ def default_epochs(trial: dict) -> int:
 
 def data_spec_for(trial: dict, cfg: FinalConfig) -> DataSpec:
     """The study's own data settings, with the quick-run overrides applied."""
-    from shared.data import DataSpec
+    from shared.data.spec import DataSpec
 
     spec = DataSpec.from_dict(dict(trial["spec"].get("data") or {}))
     if cfg.limit is not None:
@@ -109,9 +111,9 @@ def data_spec_for(trial: dict, cfg: FinalConfig) -> DataSpec:
 def study_data(store: Store, trial: dict, cfg: FinalConfig) -> tuple[Dataset, dict]:
     """The study's data: ``--data-dir``, else its recorded copy, else the library's
     search; a copy that hashes differently from the study's record is said so."""
-    from coordinator.datasource import recorded_source
-    from coordinator.finished import changed_source, choose_data_dir
-    from shared.data import load
+    from coordinator.analysis.finished import changed_source, choose_data_dir
+    from coordinator.study.datasource import recorded_source
+    from shared.data.cache import load
 
     recorded = recorded_source(store, cfg.exp_key)
     data_dir = choose_data_dir(cfg.data_dir, recorded, cfg.exp_key)
@@ -131,10 +133,10 @@ def retrain(
     """Fit the trial's params for exactly ``epochs`` epochs, no early stopping, no validation;
     on cached base outputs when the study's trials trained on them (the exported model then
     carries the cached base)."""
-    from shared.features import why_not
-    from shared.jobs import resolve_weights
+    from shared.data.features import why_not
     from shared.spaces import flatten
-    from shared.training import diverged, train
+    from shared.training.jobs import resolve_weights
+    from shared.training.loop import diverged, train
 
     spec = trial["spec"]
     cached = spec.get("feature_cache") and why_not(spec["model"], flatten(spec["params"])) is None
@@ -159,7 +161,7 @@ def retrain(
 
 
 def run_final(store: Store, cfg: FinalConfig) -> dict:
-    from coordinator.evaluation import evaluate, export_model, provenance
+    from coordinator.analysis.evaluation import evaluate, export_model, provenance
 
     trial = best_trial(store, cfg.exp_key)
     backend.set_precision(cfg.precision)
@@ -186,7 +188,7 @@ def run_final(store: Store, cfg: FinalConfig) -> dict:
 
 
 def _write_outputs(cfg: FinalConfig, trial: dict, result: dict, prov: dict) -> None:
-    from coordinator import plots
+    from coordinator.analysis import plots
 
     title = f"{cfg.exp_key} trial {trial.get('tid')}: test accuracy {result['accuracy']:.3f}"
     plots.save(plots.confusion(result["confusion"], title), cfg.out / "confusion_matrix.png")
@@ -237,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> None:
     """Every flag error now: before MongoDB is contacted or TensorFlow imported."""
-    from shared.data import DataSpec
+    from shared.data.spec import DataSpec
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
@@ -260,7 +262,7 @@ def resolve(args: argparse.Namespace) -> FinalConfig:
     v = settings.resolve(args, DATA_SETTINGS)
     home = Path(v["home"]).expanduser()
     if v["data_dir"] is not None:
-        from shared.idx import find_data_dir
+        from shared.data.idx import find_data_dir
 
         find_data_dir(v["data_dir"])  # a missing or incomplete copy fails now
     return FinalConfig(

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared import backend, catalog, cli, defaults, settings
+from shared import catalog
+from shared.config import cli, defaults, settings
 from shared.errors import ConfigError
+from shared.training import backend
 
 if TYPE_CHECKING:  # heavy imports (TensorFlow, OpenCV, hyperopt) wait until they are needed
-    from coordinator.study import Study
-    from shared.data import DataSpec
+    from coordinator.study.study import Study
+    from shared.data.spec import DataSpec
     from shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,7 @@ def _given_pruner(args: argparse.Namespace) -> dict:
 def study_pruner(given: dict, stored: dict | None, max_epochs: int, exp_key: str) -> dict:
     """The study's pruner: a new study takes ``given`` over the defaults; a resumed one keeps
     the rule it was launched with (``stored``), and refuses flags that contradict it."""
-    from shared.pruning import PrunerConfig
+    from shared.training.pruning import PrunerConfig
 
     if stored is None:
         return PrunerConfig(**{**given, "max_epochs": max_epochs}).to_dict()
@@ -241,7 +243,7 @@ def stored_pruner(store: Store, exp_key: str) -> dict | None:
 def _check_sources(cfg: LaunchConfig) -> None:
     """Bad data settings, a broken --data-dir and a malformed URI fail now, not after a
     minute of TensorFlow start-up and MongoDB time-outs."""
-    from shared.data import find_data_dir
+    from shared.data.idx import find_data_dir
 
     data_spec(cfg)
     backend.select(cfg.backend)  # installed? (the workers select it again in their process)
@@ -254,7 +256,7 @@ def _check_sources(cfg: LaunchConfig) -> None:
 
 
 def data_spec(cfg: LaunchConfig) -> DataSpec:
-    from shared.data import DataSpec
+    from shared.data.spec import DataSpec
 
     seed = defaults.SPLIT_SEED if cfg.seed is None else cfg.seed
     return DataSpec(
@@ -280,10 +282,10 @@ def _resource(info: catalog.Entry, args: argparse.Namespace) -> str:
 
 
 def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> Study:
-    from coordinator.limits import StudyLimits
-    from coordinator.study import Study
-    from shared.jobs import keras_space, objective
+    from coordinator.study.limits import StudyLimits
+    from coordinator.study.study import Study
     from shared.spaces import SPACES
+    from shared.training.jobs import keras_space, objective
 
     params = SPACES[cfg.model](image_size=cfg.image_size, clamp=cfg.clamp, augment=cfg.augment)
     budget = {"max_epochs": cfg.max_epochs, "patience": cfg.patience, "monitor": cfg.monitor}
@@ -336,11 +338,11 @@ def worker_args(cfg: LaunchConfig, url: str, data_dir: str | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
-    from coordinator import study as study_mod
-    from coordinator.datasource import study_source
-    from coordinator.local import embedded_or_running
-    from coordinator.summary import format_table, top_trials
-    from shared.data import small_validation_note
+    from coordinator.study import study as study_mod
+    from coordinator.study.datasource import study_source
+    from coordinator.study.local import embedded_or_running
+    from coordinator.study.summary import format_table, top_trials
+    from shared.data.spec import small_validation_note
     from shared.store import connect
 
     with ExitStack() as stack:
@@ -379,8 +381,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _local_workers(cfg: LaunchConfig, url: str, source: dict) -> object:
-    from coordinator.local import LocalWorkers
-    from shared.data import prepare
+    from coordinator.study.local import LocalWorkers
+    from shared.data.cache import prepare
 
     data_dir = source.get("dir")
     prepare(data_spec(cfg), data_dir=data_dir, cache_dir=cfg.cache_dir, progress=cfg.progress)

@@ -3,7 +3,8 @@ and ``report.md`` for one study.
 
 The report answers the questions the seeds ask of a study: did the search converge
 (loss per trial with the best so far), which hyper-parameters matter (each one against
-validation accuracy, and their Spearman correlation with it: :mod:`coordinator.correlations`),
+validation accuracy, and their Spearman correlation with it:
+:mod:`coordinator.analysis.correlations`),
 how the best trials learned (validation accuracy per epoch), and, once ``strix final``
 has run, how the final model does per class on the test set. Every figure is titled with
 the study's name. A study without a successful trial is one error line, not empty plots.
@@ -18,10 +19,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from coordinator.correlations import correlations, encode, is_ok
-from coordinator.finished import check_out_dir, check_store_flags, no_success, safe_name
-from coordinator.results import open_store
-from shared import cli, settings
+from coordinator.analysis.correlations import correlations, encode, is_ok
+from coordinator.analysis.finished import check_out_dir, check_store_flags, no_success, safe_name
+from coordinator.study.stores import open_store
+from shared.config import cli, settings
 from shared.errors import ConfigError
 from shared.store import Store
 from shared.store import exports as stored
@@ -66,7 +67,7 @@ def best_of(docs: list[dict], n: int) -> list[dict]:
 
 def top_rows(docs: list[dict], n: int) -> list[dict]:
     """The best-trials table: result columns, then the trial's params by label."""
-    from coordinator.correlations import shown_params
+    from coordinator.analysis.correlations import shown_params
 
     rows = []
     for doc in best_of(docs, n):
@@ -183,7 +184,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 def figures(store: Store, docs: list[dict], params: dict, exp_key: str, out: Path) -> dict:
     """Every figure that has something to show, written into ``out``."""
-    from coordinator import plots
+    from coordinator.analysis import plots
 
     files = {"losses": plots.save(plots.losses(docs, exp_key), out / "losses.png")}
     if params:
@@ -197,8 +198,8 @@ def figures(store: Store, docs: list[dict], params: dict, exp_key: str, out: Pat
 
 def source_notes(store: Store, exp_key: str, prov: dict | None) -> dict:
     """The study's recorded data source, and a note wherever data no longer matches it."""
-    from coordinator.datasource import recorded_source
-    from coordinator.finished import changed_source, current_hash
+    from coordinator.analysis.finished import changed_source, current_hash
+    from coordinator.study.datasource import recorded_source
 
     recorded = recorded_source(store, exp_key)
     now = current_hash(recorded)
@@ -221,7 +222,7 @@ def build_report(store: Store, exp_key: str, out: Path, top: int = 10) -> dict[s
     prov = stored.latest_provenance(store.db, exp_key)
     prov = prov if prov and prov.get("per_class") and prov.get("f1") else None
     if prov:
-        from coordinator import plots
+        from coordinator.analysis import plots
 
         files["f1"] = plots.save(plots.f1_per_class(prov, exp_key), out / "f1_per_class.png")
     spec = next((d.get("spec") for d in docs if d.get("spec")), {}) or {}

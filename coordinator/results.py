@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from coordinator.stores import open_store, store_location
-from coordinator.summary import (
+from coordinator.study.stores import open_store, store_location
+from coordinator.study.summary import (
     common_reasons,
     failed_trials,
     format_table,
@@ -29,7 +29,7 @@ from coordinator.summary import (
     reasons_text,
     top_trials,
 )
-from shared import cli, settings
+from shared.config import cli, settings
 from shared.errors import ConfigError, StrixError
 from shared.store import State, Store
 
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
-    """--mongo and --db (for commands not yet on shared.cli.new_parser)."""
+    """--mongo and --db (for commands not yet on shared.config.cli.new_parser)."""
     settings.add(p, "mongo", "db")
 
 

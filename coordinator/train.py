@@ -2,9 +2,9 @@
 
 A published row ("the simple CNN without augmentation: 92.52 %") or "train this
 configuration again" is one command. It goes through a trial's own objective
-(:func:`shared.training.run_trial`: early stopping, the kept weights, ``loss = 1 - val
+(:func:`shared.training.loop.run_trial`: early stopping, the kept weights, ``loss = 1 - val
 accuracy``) on the same data pipeline, then the final retrain's test report, ``.keras``
-export and provenance (:mod:`coordinator.evaluation`). Nothing touches MongoDB.
+export and provenance (:mod:`coordinator.analysis.evaluation`). Nothing touches MongoDB.
 
 ``--set key=value`` takes the model's params and the training keys (``learning_rate``,
 ``batch_size``, ``optimizer``, ``lr_decay``); values are read as JSON, else as text.
@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import catalog, cli, defaults, settings
+from shared import catalog
+from shared.config import cli, defaults, settings
 from shared.errors import ConfigError
-from shared.schedules import check_lr_decay
+from shared.training.schedules import check_lr_decay
 
 if TYPE_CHECKING:
     import keras
 
-    from shared.data import Dataset
+    from shared.data.cache import Dataset
 
 log = logging.getLogger("coordinator.train")
 
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> TrainConfig:
     """Every flag error now, before TensorFlow is imported."""
-    from shared.data import DataSpec
+    from shared.data.spec import DataSpec
 
     params = parse_sets(args.sets)
     if args.lr_decay is not None:
@@ -153,7 +154,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
-    from shared.data import DataSpec, load
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
 
     spec = DataSpec(
         image_size=cfg.image_size,
@@ -173,7 +175,7 @@ class _Tester:
         self.blob = b""
 
     def __call__(self, model: keras.Model) -> None:
-        from coordinator.evaluation import evaluate, export_model
+        from coordinator.analysis.evaluation import evaluate, export_model
 
         self.eval = evaluate(model, self.data.x_test, self.data.y_test)
         self.blob = export_model(model, self.out / "model.keras")
@@ -181,8 +183,8 @@ class _Tester:
 
 def train_once(cfg: TrainConfig) -> dict:
     """Train, test, export; returns (and writes) ``result.json``'s content."""
-    from shared.jobs import resolve_weights
-    from shared.training import Budget, run_trial
+    from shared.training.jobs import resolve_weights
+    from shared.training.loop import Budget, run_trial
 
     data = load_data(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -205,8 +207,8 @@ def train_once(cfg: TrainConfig) -> dict:
 
 
 def _write(cfg: TrainConfig, data: Dataset, result: dict, tester: _Tester) -> dict:
-    from coordinator import plots
-    from coordinator.evaluation import provenance
+    from coordinator.analysis import plots
+    from coordinator.analysis.evaluation import provenance
 
     assert tester.eval is not None
     trial = {
@@ -238,7 +240,7 @@ def _write(cfg: TrainConfig, data: Dataset, result: dict, tester: _Tester) -> di
 
 
 def run(args: argparse.Namespace) -> int:
-    from coordinator.finished import check_out_dir
+    from coordinator.analysis.finished import check_out_dir
 
     cfg = resolve(args)
     check_out_dir(cfg.out, "--out")

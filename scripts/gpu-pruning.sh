@@ -30,5 +30,5 @@ fi
 [[ -f $data/train-images-idx3-ubyte.gz ]] || { echo "no Fashion-MNIST in $data: copy the .gz files there" >&2; exit 2; }
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 mkdir -p "$out"
-"$py" -m bench.pruning "${size[@]}" --seeds "$seed" --pruners "$pruners" --query-trials 0 \
+"$py" -m bench.studies.pruning "${size[@]}" --seeds "$seed" --pruners "$pruners" --query-trials 0 \
   --data-dir "$data" --out "$out/pruning-gpu-s$seed.json"

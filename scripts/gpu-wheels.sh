@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fetch the wheels bench/gpu_study.py needs on a GPU machine that has JAX, opencv,
+# Fetch the wheels bench/studies/gpu_study.py needs on a GPU machine that has JAX, opencv,
 # scikit-learn, tqdm, numpy, scipy and matplotlib but not Keras/hyperopt/pymongo/nx-27017
 # (the lent H100/H200 machines). They land in .whl/ (git-ignored), about 10 MiB.
 # There:  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-#         PYTHONPATH=/tmp/site:. python3 -m bench.gpu_study --data-dir DIR --out out/gpu.json
+#         PYTHONPATH=/tmp/site:. python3 -m bench.studies.gpu_study --data-dir DIR --out out/gpu.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON_VERSION:-3.12}

@@ -24,7 +24,7 @@ class Entry:
     resource: str  # "light" models share a GPU, a "heavy" one takes it whole
     min_size: int  # smallest side the model can take
     weights_file: str | None = None  # the local ImageNet file to look for, if pretrained
-    base_layer: str | None = None  # a frozen base whose outputs can be cached (shared.features)
+    base_layer: str | None = None  # a frozen base, cacheable (shared.data.features)
 
 
 # Default sizes follow the sources: 128 px for the Strix models (seed Part I up-sizes to

@@ -38,8 +38,8 @@ _CLASSES = {
     ("builtins", "complex"),
     ("builtins", "slice"),
     ("builtins", "range"),
-    ("shared.jobs", "objective"),
-    ("shared.jobs", "toy_objective"),
+    ("shared.training.jobs", "objective"),
+    ("shared.training.jobs", "toy_objective"),
 }
 _SPACE_NODES = {
     *("hyperopt_param", "literal", "pos_args", "dict", "switch", "getitem", "identity"),
@@ -98,4 +98,4 @@ def load_domain(blob: bytes, allow_modules: Iterable[str] = ()) -> Any:
 
 def is_strix(domain: Any) -> bool:
     """Whether the Domain's objective is one of Strix's own (it takes a Strix trial dict)."""
-    return getattr(domain.fn, "__module__", None) == "shared.jobs"
+    return getattr(domain.fn, "__module__", None) == "shared.training.jobs"

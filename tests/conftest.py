@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded import start_embedded
 from shared.store import Store, connect
+from shared.store.embedded import start_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Small helpers for tests that post real jobs and run real worker processes.
 
-Worker processes are started, awaited and stopped by :mod:`coordinator.procs`, as the
+Worker processes are started, awaited and stopped by :mod:`coordinator.study.procs`, as the
 coordinator and the benchmarks do; ``wait_until`` is re-exported from there.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from coordinator.procs import spawn_worker, stop_procs, wait_until
+from coordinator.study.procs import spawn_worker, stop_procs, wait_until
 from shared.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def post_toy(store: Store, exp_key: str, n: int, sleep_s: float = 0.0) -> list[i
     import cloudpickle
     from hyperopt import base, rand
 
-    from shared.jobs import toy_objective, toy_space
+    from shared.training.jobs import toy_objective, toy_space
 
     trials = store.trials(exp_key, refresh=False)
     domain = base.Domain(toy_objective, toy_space(sleep_s))

@@ -54,7 +54,7 @@ from shared import backend
 backend.select({backend!r})
 backend.set_precision({precision!r})
 from shared.data import DataSpec, load
-from shared.training import Budget, run_trial
+from shared.training.loop import Budget, run_trial
 data = load(DataSpec(image_size=28, limit=300, test_limit=100), data_dir={data!r},
             cache_dir={cache!r})
 r = run_trial("convstrix", {params!r}, data=data, budget=Budget(1, 1))
@@ -141,10 +141,10 @@ def test_a_study_finishes_on_jax_without_tensorflow(
 def test_the_prepared_gpu_study_runs_on_cpu_with_the_gpu_parts_skipped(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    """bench/gpu_study.py is Strix's real launch/worker/server path on JAX; on a machine
+    """bench/studies/gpu_study.py is Strix's real launch/worker/server path on JAX; on a machine
     without nvidia-smi it runs its smallest grid and says the GPU figures were skipped."""
     out = tmp_path / "gpu.json"
-    argv = [sys.executable, "-m", "bench.gpu_study", "--cpu", "--data-dir", str(data_dir)]
+    argv = [sys.executable, "-m", "bench.studies.gpu_study", "--cpu", "--data-dir", str(data_dir)]
     res = subprocess.run(
         [*argv, "--out", str(out)],
         cwd=ROOT,
@@ -166,7 +166,7 @@ def test_the_prepared_gpu_pruning_bench_runs_on_cpu_in_smoke_mode(
     data_dir: Path, tmp_path: Path
 ) -> None:
     """scripts/gpu-pruning.sh runs issue 12's full benchmark the day a GPU is lent; its
-    smoke mode is the same script and the same JAX path, cut to bench.pruning --quick."""
+    smoke mode is the same script and the same JAX path, cut to bench.studies.pruning --quick."""
     more = {"STRIX_GPU_SMOKE": "1", "STRIX_DATA_DIR": str(data_dir), "OUT": str(tmp_path)}
     more["TMPDIR"] = str(tmp_path)  # the bench's own work dir (server, cache) goes with the test
     res = subprocess.run(

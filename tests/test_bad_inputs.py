@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from shared import __version__
-from shared.embedded import free_port
+from shared.store.embedded import free_port
 from tests.helpers import ROOT
 
 FIX = (
@@ -353,7 +353,8 @@ def test_cache_dir_not_writable(data_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def small_data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    from shared.data import DataSpec, load
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
 
     cache = tmp_path_factory.mktemp("cache")
     return load(DataSpec(image_size=28, limit=100), data_dir=data_dir, cache_dir=cache), cache
@@ -373,7 +374,7 @@ SMALL = {
 
 
 def test_num_blocks_too_deep_fails_the_trial(small_data, data_dir, monkeypatch) -> None:
-    from shared.jobs import objective
+    from shared.training.jobs import objective
 
     _, cache = small_data
     monkeypatch.setenv("STRIX_DATA_DIR", str(data_dir))
@@ -396,7 +397,7 @@ def test_num_blocks_too_deep_fails_the_trial(small_data, data_dir, monkeypatch) 
 
 
 def test_nan_loss_fails_the_trial(small_data) -> None:
-    from shared.training import Budget, run_trial
+    from shared.training.loop import Budget, run_trial
 
     params = {**SMALL, "optimizer": "sgd", "learning_rate": 1e4, "activation": "selu"}
     result = run_trial("convstrix", params, data=small_data[0], budget=Budget(1, 1), seed=0)
@@ -409,7 +410,7 @@ def test_nan_loss_fails_the_trial(small_data) -> None:
 
 def test_out_of_memory_fails_the_trial_as_oom(small_data) -> None:
     """A real allocation failure: a 5 TB dense kernel, refused at once by the allocator."""
-    from shared.training import Budget, run_trial
+    from shared.training.loop import Budget, run_trial
 
     params = {**SMALL, "fcl_layer_size": 10**8}
     result = run_trial("convstrix", params, data=small_data[0], budget=Budget(1, 1), seed=0)
@@ -424,7 +425,7 @@ def _domain(space: dict, fn: object = None) -> bytes:
     import cloudpickle
     from hyperopt import base
 
-    from shared.jobs import toy_objective
+    from shared.training.jobs import toy_objective
 
     return cloudpickle.dumps(base.Domain(fn or toy_objective, space))
 
@@ -432,8 +433,8 @@ def _domain(space: dict, fn: object = None) -> bytes:
 @pytest.fixture(scope="module")
 def broken_jobs(mongo_server: str, tmp_path_factory: pytest.TempPathFactory):
     """Six studies with one broken part each and a good one last; one worker runs them all."""
-    from shared.jobs import toy_space
     from shared.store import connect
+    from shared.training.jobs import toy_space
     from tests.helpers import insert_toy_jobs
 
     db = f"strix_test_bad_{os.getpid()}"

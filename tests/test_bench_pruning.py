@@ -1,4 +1,5 @@
-"""``bench/pruning.py --merge``: runs saved one pruner at a time become one set of ratios."""
+"""``bench/studies/pruning.py --merge``: runs saved one pruner at a time become one set
+of ratios."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import pruning
+from bench.studies import pruning
 
 
 def _run(pruner: str, seed: int, epochs: int, wall: float, val: float, test: float) -> dict:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from coordinator.cli import COMMANDS
-from shared import settings
+from shared.config import settings
 from tests.helpers import ROOT
 
 HEAVY = ("tensorflow", "keras", "hyperopt", "scipy", "torch", "jax")
@@ -109,7 +109,7 @@ def test_errors_are_one_line_with_exit_2_and_json_logs_parse() -> None:
 
 def test_docs_config_is_generated_from_the_declarations() -> None:
     current = (ROOT / "docs" / "config.md").read_text()
-    assert current == settings.markdown(), "run: python -m shared.settings > docs/config.md"
+    assert current == settings.markdown(), "run: python -m shared.config.settings > docs/config.md"
 
 
 def test_every_setting_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from coordinator import cluster, cluster_plan
 from coordinator.cluster_plan import ClusterOptions, plan_cluster
-from shared import defaults
+from shared.config import defaults
 from shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared import defaults
+from shared.config import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "compose-smoke.sh"

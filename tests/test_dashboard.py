@@ -34,8 +34,8 @@ from typing import Any
 import pytest
 
 from coordinator.dashboard import make_server
-from coordinator.optuna_storage import ReadOnlyStorageError, StrixStorage
-from shared import defaults
+from coordinator.optuna_bridge.storage import ReadOnlyStorageError, StrixStorage
+from shared.config import defaults
 from shared.store import Store, connect
 from tests.helpers import ROOT, insert_toy_jobs, post_toy, start_worker, stop_all, wait_until
 
@@ -139,9 +139,9 @@ def test_every_strix_space_maps_to_distributions_that_hold_its_samples(model: st
     from hyperopt import Trials, base, rand
     from optuna.trial import FrozenTrial, TrialState
 
-    from coordinator.optuna_mapping import space_params, study_distributions, trial_params
-    from shared.jobs import keras_space, toy_objective
+    from coordinator.optuna_bridge.mapping import space_params, study_distributions, trial_params
     from shared.spaces import SPACES
+    from shared.training.jobs import keras_space, toy_objective
 
     space = keras_space(model, SPACES[model](augment=True), {}, {})
     domain = base.Domain(toy_objective, space)
@@ -166,7 +166,7 @@ def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
     from optuna.distributions import IntDistribution as I
     from optuna.trial import TrialState
 
-    from coordinator.optuna_mapping import (
+    from coordinator.optuna_bridge.mapping import (
         LOSS,
         VAL_ACCURACY,
         distribution,
@@ -428,7 +428,7 @@ def test_the_command_serves_on_loopback_and_stops_cleanly(live: Store, mongo_ser
 
 def test_a_mongodb_restart_keeps_the_page_and_it_catches_up(tmp_path: Path, caplog):
     """Its own embedded server, stopped and started again on the same data and port."""
-    from shared.embedded import start_embedded
+    from shared.store.embedded import start_embedded
 
     server = start_embedded(tmp_path / "nx")
     store = connect(server.url, "restart", timeout_ms=1000)
@@ -523,8 +523,8 @@ def big_study(store: Store, n: int, running: int, epochs: int) -> None:
     import cloudpickle
     from hyperopt import base, rand
 
-    from shared.jobs import keras_space, objective
     from shared.spaces import convstrix_space
+    from shared.training.jobs import keras_space, objective
 
     trials = store.trials("big", refresh=False)
     domain = base.Domain(objective, keras_space("convstrix", convstrix_space(), {}, {}))

@@ -21,20 +21,10 @@ import cv2
 import numpy as np
 import pytest
 
-from shared import defaults, settings
-from shared.data import (
-    CLASS_NAMES,
-    FILES,
-    INTERPOLATIONS,
-    DataSpec,
-    find_data_dir,
-    load,
-    load_raw,
-    prepare,
-    resize_images,
-    small_validation_note,
-    source_hash,
-)
+from shared.config import defaults, settings
+from shared.data.cache import CV2_FLAGS, load, prepare, resize_images
+from shared.data.idx import CLASS_NAMES, FILES, find_data_dir, load_raw, source_hash
+from shared.data.spec import INTERPOLATIONS, DataSpec, small_validation_note
 from shared.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +199,7 @@ def test_resize_matches_opencv_reference(raw: tuple, interpolation: str) -> None
     for size in (20, 32, 128):
         out = resize_images(images, size, interpolation)
         assert out.shape == (200, size, size, 1) and out.dtype == np.uint8
-        flag = INTERPOLATIONS[interpolation]
+        flag = CV2_FLAGS[interpolation]
         reference = np.stack([cv2.resize(im, (size, size), interpolation=flag) for im in images])
         assert np.array_equal(out[..., 0], reference)
 
@@ -319,7 +309,7 @@ def test_cache_key_differs_by_size_interpolation_channels(data_dir: Path, cache3
 
 def test_default_cache_dir_comes_from_env(data_dir: Path, tmp_path, monkeypatch, capsys) -> None:
     """``strix prepare`` resolves $STRIX_CACHE_DIR, then <$STRIX_HOME>/cache."""
-    from shared.prepare import main as prepare_main
+    from shared.data.prepare import main as prepare_main
 
     monkeypatch.setenv(defaults.ENV_CACHE_DIR, str(tmp_path / "env-cache"))
     argv = ["--size", "28", "--data-dir", str(data_dir), "--no-progress"]

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from jsonschema.validators import validator_for
 
-from shared import defaults
+from shared.config import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -186,7 +186,7 @@ def test_only_variables_defined_in_shared_defaults_are_passed() -> None:
     for name, svc in services().items():
         keys = set(svc.get("environment", {}))
         unknown = {k for k in keys if k not in ENV_NAMES | OTHER_ENV}
-        assert not unknown, f"service {name} sets {unknown}: not in shared/defaults.py"
+        assert not unknown, f"service {name} sets {unknown}: not in shared/config/defaults.py"
     for path in DOCKERFILES:
         strix = {k for k in dockerfile_env(path) if k.startswith("STRIX_")}
         assert strix and strix <= ENV_NAMES, f"{path.name}: {strix - ENV_NAMES}"

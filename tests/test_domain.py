@@ -17,8 +17,8 @@ from hyperopt.pyll import scope
 
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError
-from shared.jobs import keras_space, objective, toy_objective, toy_space
 from shared.spaces import SPACES
+from shared.training.jobs import keras_space, objective, toy_objective, toy_space
 from tests.hyperopt_user.objective import SPACE, quadratic
 
 

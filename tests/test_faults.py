@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import Setup, scenario_kill, scenario_restart, scenario_sigterm
-from bench.harness import Harness, Report
-from shared.embedded import EmbeddedServer
+from bench.faults.harness import Harness, Report
+from bench.faults.scenarios import Setup, scenario_kill, scenario_restart, scenario_sigterm
 from shared.store import State
+from shared.store.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_scenario_c_sigterm_every_worker(mongo_url: str, db_name: str, tmp_path:
 
 
 def test_scenario_b_server_restart_workers_reconnect(tmp_path: Path) -> None:
-    """Workers and the coordinator's own loop (``coordinator.study.run``) ride it out."""
+    """Workers and the coordinator's own loop (``coordinator.study.study.run``) ride it out."""
     setup = Setup(tmp_path, trials=8, workers=2, sleep_s=0.5, timeout=180)
     report = scenario_restart(setup, down_s=1.0, robust=False)
     assert report.ok, report.line()
@@ -122,7 +122,7 @@ def test_scenario_b_server_restart_workers_reconnect(tmp_path: Path) -> None:
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    from shared.embedded import start_embedded
+    from shared.store.embedded import start_embedded
 
     server = start_embedded(tmp_path / "nx")
     yield server
@@ -130,7 +130,7 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 
 
 def _restart(server: EmbeddedServer, down_s: float) -> EmbeddedServer:
-    from shared.embedded import start_embedded
+    from shared.store.embedded import start_embedded
 
     server.stop()
     time.sleep(down_s)
@@ -143,8 +143,8 @@ def test_worker_survives_a_store_outage_at_trial_start(
     import cloudpickle
     from hyperopt import base
 
-    from shared.jobs import toy_objective, toy_space
     from shared.store import connect
+    from shared.training.jobs import toy_objective, toy_space
     from tests.helpers import insert_toy_jobs
     from worker.config import build_parser, resolve
     from worker.gpus import Inventory
@@ -165,9 +165,9 @@ def test_worker_survives_a_store_outage_at_trial_start(
 def test_coordinator_survives_a_store_restart(own_server: EmbeddedServer, tmp_path: Path) -> None:
     import threading
 
-    from coordinator.study import Study, run
-    from shared.jobs import toy_objective, toy_space
+    from coordinator.study.study import Study, run
     from shared.store import connect
+    from shared.training.jobs import toy_objective, toy_space
     from tests.helpers import start_worker, stop_all, wait_until
 
     store = connect(own_server.url, "restart", timeout_ms=500)

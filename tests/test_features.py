@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.data import DataSpec, load
-from shared.features import features_for, list_caches, split, why_not
+from shared.data.cache import load
+from shared.data.features import features_for, list_caches, split, why_not
+from shared.data.spec import DataSpec
 from tests.helpers import ROOT
 
 PARAMS = {
@@ -89,7 +90,7 @@ def _strix_cache_ls_and_rm(cache: Path, name: str) -> None:
 def _compute(cache: str, data_dir: str, out: mp.Queue) -> None:
     spec = DataSpec(image_size=32, channels=3, limit=200, test_limit=100)
     data = load(spec, data_dir=data_dir, cache_dir=cache)
-    from shared import features
+    from shared.data import features
 
     calls = []
     original = features._build
@@ -217,7 +218,7 @@ import json, sys
 from pathlib import Path
 from shared.data import DataSpec, load
 from shared.errors import DataError
-from shared.features import features_for
+from shared.data.features import features_for
 from shared.models import build_model
 
 full, data_dir, prepared, params = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -230,7 +231,7 @@ try:
 except DataError as exc:
     error = str(exc)
 left = sorted(str(p.relative_to(full)) for p in Path(full).rglob("*"))
-from shared.features import _extract, split  # past the space check: the write itself
+from shared.data.features import _extract, split  # past the space check: the write itself
 try:
     _extract(split(model, "vgg19")[0], data.x_train, Path(full) / "x.npy", False)
     errno = None

@@ -247,7 +247,10 @@ def test_both_workers_run_jobs_posted_either_way(mongo_url: str, db_name: str) -
         worker.run_one(host_id=type(worker).__module__, reserve_timeout=30)
     trials.refresh()
     assert len(trials.trials) == 4
-    assert {t["owner"] for t in trials.trials} == {"hyperopt.mongoexp", "shared.store.mongoworker"}
+    assert {t["owner"] for t in trials.trials} == {
+        "hyperopt.mongoexp",
+        "shared.store.hyperopt.mongoworker",
+    }
     for trial in trials.trials:
         assert trial["state"] == JOB_STATE_DONE and trial["result"]["status"] == STATUS_OK
         assert trials.trial_attachments(trial)["note"].startswith(b"x=")

@@ -26,7 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared import defaults
+from shared.config import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -169,7 +169,7 @@ def test_only_variables_of_the_project_are_set() -> None:
                 assert ref in names[:i], f"{where}: $({ref}) must be defined above {entry['name']}"
                 referenced.add(ref)
         unknown = set(names) - ENV_NAMES - referenced
-        assert not unknown, f"{where} sets {unknown}: not in shared/defaults.py"
+        assert not unknown, f"{where} sets {unknown}: not in shared/config/defaults.py"
         helpers = referenced - ENV_NAMES
         for helper in helpers:  # downward-API helpers only feed STRIX_* values
             assert "fieldRef" in env_of(container)[helper].get("valueFrom", {}), helper

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shared import spaces
-from shared.augment import augmentation_layers
+from shared.data.augment import augmentation_layers
 from shared.errors import ConfigError, ModelError
 from shared.models import (
     MODELS,

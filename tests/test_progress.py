@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from coordinator import progress
-from coordinator.progress import Progress, best_text, status_line
+from coordinator.study import progress
+from coordinator.study.progress import Progress, best_text, status_line
 
 TALLY = {"queued": 2, "running": 1, "ok": 3, "failed": 2, "error": 1}
 

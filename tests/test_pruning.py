@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from coordinator.launch import study_pruner
-from coordinator.limits import Stopper, StudyLimits, without_progress
+from coordinator.study.limits import Stopper, StudyLimits, without_progress
 from shared.errors import ConfigError, JobError
-from shared.jobs import keras_space, parse_config
-from shared.pruning import Decision, PrunerConfig, decide, percentile
+from shared.training.jobs import keras_space, parse_config
+from shared.training.pruning import Decision, PrunerConfig, decide, percentile
 
 MEDIAN = PrunerConfig("median", min_epochs=2, startup=3, max_epochs=10)
 ASHA = PrunerConfig("asha", min_epochs=1, reduction_factor=3, max_epochs=20)
@@ -187,8 +187,9 @@ def test_stopper_applies_stop_after_and_timeout() -> None:
 def test_a_pruned_trial_is_an_ok_result_scored_by_its_best_accuracy(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    from shared.data import DataSpec, load
-    from shared.training import Budget, run_trial
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
+    from shared.training.loop import Budget, run_trial
 
     spec = DataSpec(image_size=28, validation_fraction=0.2, limit=400, test_limit=100)
     data = load(spec, data_dir=data_dir, cache_dir=tmp_path)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import study as study_mod
-from coordinator.limits import StudyLimits
-from shared import defaults
-from shared.jobs import toy_objective, toy_space
+from coordinator.study import study as study_mod
+from coordinator.study.limits import StudyLimits
+from shared.config import defaults
 from shared.store import State, Store, connect
+from shared.training.jobs import toy_objective, toy_space
 from tests.helpers import ROOT, insert_toy_jobs, start_worker, stop_all, wait_until
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import reproduce
-from bench.reproduce_rows import BY_KEY, ROWS
+from bench.reproduce import main as reproduce
+from bench.reproduce.rows import BY_KEY, ROWS
 
 
 def test_every_quick_row_has_a_paper_figure_and_a_strix_train_command() -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.correlations import spearman
+from coordinator.analysis.correlations import spearman
 from coordinator.results import CLEAR, as_epoch
-from shared import defaults
-from shared.data import CLASS_NAMES
+from shared.config import defaults
+from shared.data.idx import CLASS_NAMES
 from shared.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_encoding_of_real_hyperopt_trials_with_a_conditional_branch() -> None:
     count only in the trials that took it; rho is exact for a monotone relation."""
     from hyperopt import Trials, fmin, rand, space_eval
 
-    from coordinator.correlations import correlations, encode
+    from coordinator.analysis.correlations import correlations, encode
     from shared.spaces import vggstrix_space
 
     space, trials = vggstrix_space(), Trials()
@@ -198,8 +198,8 @@ def _finished_docs() -> list[dict]:
 def test_report_figures_name_the_study_and_integers_sit_on_integer_ticks() -> None:
     import warnings
 
-    from coordinator import plots
-    from coordinator.correlations import encode
+    from coordinator.analysis import plots
+    from coordinator.analysis.correlations import encode
 
     docs, name = _finished_docs(), "study-7q"
     params = encode(docs)
@@ -303,8 +303,8 @@ def test_final_finds_the_studys_recorded_data_and_says_when_it_changed(
     store: Store, data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from coordinator import final
-    from coordinator.finished import choose_data_dir
-    from shared.idx import load_raw, source_hash
+    from coordinator.analysis.finished import choose_data_dir
+    from shared.data.idx import load_raw, source_hash
 
     digest = source_hash(load_raw(data_dir))
     trial = {"spec": {"data": {"image_size": 28, "limit": 400, "test_limit": 100}}}
@@ -499,7 +499,8 @@ def test_exported_model_predicts_uint8_and_reproduces_the_accuracy(
 ) -> None:
     import keras
 
-    from shared.data import DataSpec, load
+    from shared.data.cache import load
+    from shared.data.spec import DataSpec
 
     prov = json.loads((final["out"] / "provenance.json").read_text())
     model = keras.models.load_model(final["out"] / "model.keras")

@@ -15,9 +15,9 @@ from hyperopt import fmin, tpe
 from hyperopt.mongoexp import MongoWorker
 
 from shared.errors import ConfigError, StoreUnavailable
-from shared.jobs import toy_objective, toy_space
 from shared.store import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, connect, parse_target
 from shared.store.client import redact
+from shared.training.jobs import toy_objective, toy_space
 from tests.helpers import insert_toy_jobs, wait_until
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from coordinator import train
 from shared.errors import ConfigError
-from shared.schedules import check_lr_decay, kept_epoch
+from shared.training.schedules import check_lr_decay, kept_epoch
 
 TINY = ["--limit", "300", "--test-limit", "100"]
 

@@ -19,10 +19,18 @@ import keras
 import numpy as np
 import pytest
 
-from shared.data import Dataset, DataSpec, load
+from shared.data.cache import Dataset, load
+from shared.data.spec import DataSpec
 from shared.errors import ConfigError
 from shared.store import encode
-from shared.training import OPTIMIZER_CLASSES, Budget, diverged, make_optimizer, run_trial, train
+from shared.training.loop import (
+    OPTIMIZER_CLASSES,
+    Budget,
+    diverged,
+    make_optimizer,
+    run_trial,
+    train,
+)
 
 SMALL: dict[str, Any] = {
     "batch_size": 32,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.study import Study
-from coordinator.study import run as run_study
-from shared.jobs import toy_objective, toy_space
+from coordinator.study.study import Study
+from coordinator.study.study import run as run_study
 from shared.store import JOB_STATE_DONE, Store, connect
+from shared.training.jobs import toy_objective, toy_space
 from tests.helpers import ROOT, start_worker, stop_all
 
 

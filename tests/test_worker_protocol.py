@@ -7,12 +7,12 @@ import pickle
 import cloudpickle
 import pytest
 
-from coordinator.study import Study
-from coordinator.study import run as run_study
+from coordinator.study.study import Study
+from coordinator.study.study import run as run_study
 from shared.domain import load_domain
 from shared.errors import JobError
-from shared.jobs import keras_space, toy_objective, toy_space
 from shared.store import JOB_STATE_DONE, JOB_STATE_ERROR, Store
+from shared.training.jobs import keras_space, toy_objective, toy_space
 from tests.helpers import start_worker, stop_all, wait_until
 
 

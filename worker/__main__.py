@@ -14,7 +14,8 @@ import logging
 import os
 import signal
 
-from shared import backend, cli
+from shared.config import cli
+from shared.training import backend
 from worker import gpus
 from worker.config import build_parser, resolve
 

@@ -1,6 +1,6 @@
 """The worker's command line: hyperopt-mongo-worker's flags plus Strix's own.
 
-Every setting is declared in :mod:`shared.settings` and resolved once here (flag >
+Every setting is declared in :mod:`shared.config.settings` and resolved once here (flag >
 environment > default) into the frozen :class:`WorkerConfig`.
 """
 
@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import defaults, settings
-from shared.cli import new_parser
+from shared.config import defaults, settings
+from shared.config.cli import new_parser
 from shared.errors import ConfigError
 
 EXAMPLES = """
@@ -175,7 +175,7 @@ def validate(cfg: WorkerConfig) -> None:
     if cfg.workdir is not None:
         check_writable(cfg.workdir)
     if cfg.data_dir is not None:  # a broken --data-dir fails now, not at the first trial
-        from shared.data import find_data_dir
+        from shared.data.idx import find_data_dir
 
         find_data_dir(cfg.data_dir)
 

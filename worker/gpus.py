@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from shared import defaults
+from shared.config import defaults
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)

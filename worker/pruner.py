@@ -1,4 +1,4 @@
-"""The worker's side of pruning: feed :func:`shared.pruning.decide` from MongoDB.
+"""The worker's side of pruning: feed :func:`shared.training.pruning.decide` from MongoDB.
 
 At each epoch the rule judges, the worker reads the values the study's other trials
 recorded there (one indexed query), decides, then records its own value for the trials
@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 
 from shared.errors import StoreError
-from shared.pruning import Decision, PrunerConfig, decide
 from shared.store import Store
+from shared.training.pruning import Decision, PrunerConfig, decide
 
 log = logging.getLogger(__name__)
 

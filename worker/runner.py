@@ -16,11 +16,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shared import backend
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
-from shared.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from shared.store import Store
+from shared.training import backend
+from shared.training.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from worker import pruner
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
@@ -346,7 +346,7 @@ class Worker:
         return domain, spec, parse_config(config)  # garbled or other-version jobs fail here
 
     def _load_data(self, spec: Any) -> Any:
-        from shared.data import load
+        from shared.data.cache import load
 
         if spec not in self._data:
             self._data = {

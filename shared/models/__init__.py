@@ -40,7 +40,7 @@ class ModelInfo:
     resource: str  # "light" or "heavy"
     min_size: int  # smallest side the model can take
     weights_file: str | None = None  # the local ImageNet file to look for, if pretrained
-    base_layer: str | None = None  # the frozen base whose outputs shared.features caches
+    base_layer: str | None = None  # the frozen base whose outputs shared.data.features caches
 
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {

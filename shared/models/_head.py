@@ -17,8 +17,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from shared.augment import augmentation_layers
 from shared.catalog import CATALOG
+from shared.data.augment import augmentation_layers
 from shared.errors import ModelError
 
 ACTIVATIONS = ("relu", "selu", "tanh", "elu", "gelu", "swish", "sigmoid", "linear")

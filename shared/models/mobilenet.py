@@ -7,7 +7,7 @@ input is repeated to 3 channels and scaled to [-1, 1] inside the model. With pre
 weights the backbone's batch norms run in inference mode (their ImageNet statistics are
 kept while everything else is fine-tuned); with ``weights=None`` they train normally.
 ``freeze_base=True`` keeps the whole backbone frozen instead, so only the head trains and
-the backbone's outputs can be computed once (``shared.features``).
+the backbone's outputs can be computed once (``shared.data.features``).
 
 ``mobilenet_lite`` is the paper's "simplified MobileNet": keep the layers up to the 5th
 depthwise convolution, then pooling, dropout, softmax. In MobileNetV2 the depthwise convs

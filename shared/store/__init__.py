@@ -23,16 +23,16 @@ JOB_STATE_DONE, JOB_STATE_ERROR = int(State.DONE), int(State.ERROR)
 STATES = {int(s): s.name.lower() for s in State}
 
 _LAZY = {
-    "MongoJobs": "shared.store.mongojobs",
-    "StrixMongoJobs": "shared.store.mongojobs",
-    "MongoTrials": "shared.store.trials",
-    "StrixMongoTrials": "shared.store.trials",
-    "MongoWorker": "shared.store.mongoworker",
-    "main_worker_helper": "shared.store.mongoworker",
-    "main_worker": "shared.store.mongoworker",
-    "main": "shared.store.mongoworker",
-    "as_mongo_str": "shared.store.mongoworker",
-    "parse_url": "shared.store.mongoworker",
+    "MongoJobs": "shared.store.hyperopt.mongojobs",
+    "StrixMongoJobs": "shared.store.hyperopt.mongojobs",
+    "MongoTrials": "shared.store.hyperopt.trials",
+    "StrixMongoTrials": "shared.store.hyperopt.trials",
+    "MongoWorker": "shared.store.hyperopt.mongoworker",
+    "main_worker_helper": "shared.store.hyperopt.mongoworker",
+    "main_worker": "shared.store.hyperopt.mongoworker",
+    "main": "shared.store.hyperopt.mongoworker",
+    "as_mongo_str": "shared.store.hyperopt.mongoworker",
+    "parse_url": "shared.store.hyperopt.mongoworker",
 }
 
 

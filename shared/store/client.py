@@ -21,7 +21,7 @@ import pymongo
 import pymongo.errors
 from pymongo import uri_parser
 
-from shared import defaults
+from shared.config import defaults
 from shared.errors import StoreAuthError, StoreConfigError, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ class Store:
     def handle(self) -> Any:
         """hyperopt's ``MongoJobs`` on this connection (imports hyperopt on first use)."""
         if self._handle is None:
-            from shared.store.mongojobs import MongoJobs
+            from shared.store.hyperopt.mongojobs import MongoJobs
 
             self._handle = MongoJobs(
                 self.db, self.target.collection, None, self.client, target=self.target
@@ -71,7 +71,7 @@ class Store:
         refresh: bool = True,
     ) -> Any:
         """hyperopt's ``MongoTrials`` for one study, stamping Strix's resource and meta."""
-        from shared.store.trials import MongoTrials
+        from shared.store.hyperopt.trials import MongoTrials
 
         return MongoTrials(self.handle, exp_key, refresh=refresh, resource=resource, meta=meta)
 
@@ -139,7 +139,7 @@ class Store:
         return reads.studies(self.jobs)
 
     def attachment(self, name: str, exp_key: str | None) -> bytes:
-        from shared.store.trials import Attachments
+        from shared.store.hyperopt.trials import Attachments
 
         return Attachments(self.handle, exp_key)[name]
 

@@ -1,0 +1,3 @@
+from bench.faults.scenarios import main
+
+raise SystemExit(main())

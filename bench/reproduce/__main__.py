@@ -1,0 +1,3 @@
+from bench.reproduce.main import main
+
+raise SystemExit(main())

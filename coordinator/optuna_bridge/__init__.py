@@ -1,0 +1,2 @@
+"""Strix's store seen as a read-only Optuna storage, so optuna-dashboard can show a study:
+the mapping of hyperopt trials to Optuna's (``mapping``, pure) and the storage (``storage``)."""
