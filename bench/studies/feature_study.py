@@ -40,7 +40,9 @@ COLUMNS += ["best_val_acc", "load_start", "load_end"]
 
 def build_parser() -> argparse.ArgumentParser:
     p = common.make_parser(
-        "python -m bench.studies.feature_study", __doc__.splitlines()[0], EXAMPLES
+        "python -m bench.studies.feature_study",
+        " ".join(__doc__.split("\n\n")[0].split()),
+        EXAMPLES,
     )
     a = p.add_argument
     a("--data-dir", required=True, help="Fashion-MNIST idx files")
