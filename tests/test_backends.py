@@ -50,10 +50,11 @@ def _python(code: str, env: dict[str, str], timeout: float = 600) -> dict:
 
 TRIAL = """
 import json, sys
-from shared import backend
+from shared.training import backend
 backend.select({backend!r})
 backend.set_precision({precision!r})
-from shared.data import DataSpec, load
+from shared.data.cache import load
+from shared.data.spec import DataSpec
 from shared.training.loop import Budget, run_trial
 data = load(DataSpec(image_size=28, limit=300, test_limit=100), data_dir={data!r},
             cache_dir={cache!r})
@@ -88,7 +89,7 @@ def test_the_objective_runs_on_jax_without_tensorflow(
 EXPORT = """
 import json, sys
 import numpy as np
-from shared import backend
+from shared.training import backend
 backend.select({backend!r})
 import keras
 import shared.models

@@ -97,7 +97,7 @@ def test_errors_are_one_line_with_exit_2_and_json_logs_parse() -> None:
     assert res.returncode == 2
     assert res.stderr.strip().startswith("strix results: error: malformed MongoDB URI 'nope'")
     code = (
-        "import argparse, logging\nfrom shared import cli\n"
+        "import argparse, logging\nfrom shared.config import cli\n"
         "cli.setup_logging(argparse.Namespace(log_format='json', verbose=False, quiet=False))\n"
         "logging.getLogger('strix.test').info('hello %s', 'world')\n"
     )
@@ -148,7 +148,8 @@ def test_tensorflow_starts_without_its_cxx_lines() -> None:
     """TensorFlow >= 2.16 prints absl lines (oneDNN, CUDA drivers, cuInit) before it reads
     TF_CPP_MIN_LOG_LEVEL; the worker and final load Keras through backend.load_quietly()."""
     code = (
-        "from shared import backend, cli\ncli.quiet_tensorflow()\nbackend.select('tensorflow')\n"
+        "from shared.config import cli\nfrom shared.training import backend\n"
+        "cli.quiet_tensorflow()\nbackend.select('tensorflow')\n"
         "backend.load_quietly()\nimport keras\nkeras.ops.ones(2)\nprint('ready')"
     )
     res = _run("-c", code, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": ""})

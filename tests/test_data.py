@@ -121,7 +121,7 @@ def test_no_local_copy_falls_back_to_keras_or_explains(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras")}
     env.pop(defaults.ENV_DATA_DIR, None)
     code = (
-        "from shared.data import load_raw\nfrom shared.errors import DataError\n"
+        "from shared.data.idx import load_raw\nfrom shared.errors import DataError\n"
         "try:\n    print([a.shape for a in load_raw()])\n"
         "except DataError as e:\n    print('DataError:', e)\n"
     )
@@ -333,7 +333,8 @@ RACER = """
 import hashlib, sys, time
 from pathlib import Path
 import numpy as np
-from shared.data import DataSpec, prepare
+from shared.data.cache import prepare
+from shared.data.spec import DataSpec
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not go.exists():

@@ -216,7 +216,8 @@ def test_a_cached_study_trains_light_and_final_exports_the_whole_model(
 FULL_DISK_CHILD = """
 import json, sys
 from pathlib import Path
-from shared.data import DataSpec, load
+from shared.data.cache import load
+from shared.data.spec import DataSpec
 from shared.errors import DataError
 from shared.data.features import features_for
 from shared.models import build_model
