@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: their command lines, tables, percentiles, /proc readings.
+"""Helpers the benchmarks share: their command lines, tables, /proc readings.
 
 Benchmarks run from the repository root (``python -m bench.NAME``); the ``bench`` folder is
 not installed, so child processes are started by :mod:`coordinator.study.procs` with the
@@ -75,16 +75,6 @@ def start(
     args = parse(parser, argv, quick or {})
     setup_logging()
     return args
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, ``q`` in [0, 100]; NaN for no values."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    pos = (len(data) - 1) * q / 100.0
-    low, high = math.floor(pos), math.ceil(pos)
-    return data[low] + (data[high] - data[low]) * (pos - low)
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -47,13 +47,13 @@ from bench._common import (
     machine,
     make_parser,
     parse,
-    percentile,
     save_json,
     setup_logging,
     table,
 )
 from coordinator.study.procs import spawn, spawn_worker, stop_procs, wait_for_log
 from shared.store import State
+from shared.training.pruning import percentile
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -22,6 +21,7 @@ from typing import Any
 
 from coordinator.study.stores import open_store, store_location
 from coordinator.study.summary import (
+    as_epoch,
     common_reasons,
     failed_trials,
     format_table,
@@ -62,27 +62,6 @@ examples:
 
 
 # --- reading a study ---------------------------------------------------------------------
-
-
-def as_epoch(value: Any) -> float | None:
-    """Seconds since the epoch from a float, a datetime or nx-27017's stringified datetime.
-
-    hyperopt's ``book_time`` is a naive UTC datetime; nx-27017 returns datetimes written by
-    update operators as strings, and Strix's own ``started``/``ended`` are epoch floats.
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, dt.datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        return aware.timestamp()
-    return None
 
 
 def study_counts(store: Store, exp_key: str) -> dict[str, int]:

@@ -486,7 +486,7 @@ def broken_jobs(mongo_server: str, tmp_path_factory: pytest.TempPathFactory):
         timeout=180,
     )
     log.write_text(res.stderr)
-    docs = {d["exp_key"]: d for d in store.find_jobs({})}
+    docs = {d["exp_key"]: d for d in store.trials_in(None)}
     yield res, docs
     store.client.drop_database(db)
     store.close()

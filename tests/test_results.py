@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from coordinator.analysis.correlations import spearman
-from coordinator.results import CLEAR, as_epoch
+from coordinator.results import CLEAR
+from coordinator.study.summary import as_epoch
 from shared.config import defaults
 from shared.data.idx import CLASS_NAMES
 from shared.store import Store

@@ -63,7 +63,7 @@ def test_writes_are_guarded_by_owner(store) -> None:
     assert not store.finish(job, "intruder", {"status": "ok", "loss": 0.1})
     assert store.heartbeat(job, "w1")
     assert store.finish(job, "w1", {"status": "ok", "loss": float("nan")})
-    done = store.find_jobs({"exp_key": "e3"})[0]
+    done = store.trials_in("e3")[0]
     assert done["state"] == JOB_STATE_DONE and math.isnan(done["result"]["loss"])  # NaN round-trips
     assert done["version"] > job["version"] - 1
 
@@ -72,7 +72,7 @@ def test_requeue_returns_job_to_new(store) -> None:
     insert_toy_jobs(store, "e4", 1)
     job = store.reserve("w1", "e4", ["light"])
     assert store.requeue(job, "w1", "signal")
-    doc = store.find_jobs({"exp_key": "e4"})[0]
+    doc = store.trials_in("e4")[0]
     assert doc["state"] == JOB_STATE_NEW and doc["owner"] is None and doc["requeues"] == 1
 
 
@@ -82,12 +82,12 @@ def test_reaper_requeues_then_gives_up(store) -> None:
         assert store.reserve(f"dead{attempt}", "e5", ["light"]) is not None
         time.sleep(0.05)
         assert store.reap(grace_s=0.01, max_attempts=3) != []
-        doc = store.find_jobs({"exp_key": "e5"})[0]
+        doc = store.trials_in("e5")[0]
         assert (doc["state"], doc["attempts"]) == (JOB_STATE_NEW, attempt)
     store.reserve("dead3", "e5", ["light"])
     time.sleep(0.05)
     store.reap(grace_s=0.01, max_attempts=3)
-    doc = store.find_jobs({"exp_key": "e5"})[0]
+    doc = store.trials_in("e5")[0]
     assert doc["state"] == JOB_STATE_ERROR and "gave up after 3" in doc["error"][1]
 
 
@@ -106,7 +106,7 @@ def test_racing_reapers_count_one_attempt(store) -> None:
         t.join()
     reaped = sorted(tid for r in results for tid in r)
     assert len(reaped) == 4 and len(set(reaped)) == 4
-    assert all(d["attempts"] == 1 for d in store.find_jobs({"exp_key": "e6"}))
+    assert all(d["attempts"] == 1 for d in store.trials_in("e6"))
 
 
 def test_trial_ids_are_unique_under_concurrency(store) -> None:
@@ -186,6 +186,6 @@ def test_stock_hyperopt_worker_runs_strix_jobs(store) -> None:
     for _ in range(3):
         worker.run_one(host_id="stock-worker", reserve_timeout=20)
     poster.join(30)
-    docs = store.find_jobs({"exp_key": "stock"})
+    docs = store.trials_in("stock")
     assert [d["state"] for d in docs] == [JOB_STATE_DONE] * 3
     assert all(d["result"]["status"] == "ok" and d["result"]["loss"] >= 0 for d in docs)

@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.study.study import Study
 from coordinator.study.study import run as run_study
-from shared.store import JOB_STATE_DONE, Store, connect
+from shared.store import JOB_STATE_DONE, State, Store, connect
 from shared.training.jobs import toy_objective, toy_space
 from tests.helpers import ROOT, start_worker, stop_all
 
@@ -56,7 +56,7 @@ def test_light_trials_share_a_gpu_and_heavy_ones_run_alone(store, mongo_url, db_
         heavy.join(120)
     finally:
         stop_all(workers)
-    docs = store.find_jobs({"state": JOB_STATE_DONE})
+    docs = store.trials_in(None, [State.DONE])
     assert len(docs) == 20
     runs = [
         {**d["result"], "gpu": d["worker"]["gpu"], "heavy": d["resource"] == "heavy"} for d in docs
@@ -129,7 +129,7 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
     ), proc.stdout
     assert "the validation split holds 30 images" in proc.stderr, "a 300-image study is warned"
     store = connect(mongo_url, db_name)
-    docs = store.find_jobs({"exp_key": "e2e"})
+    docs = store.trials_in("e2e")
     assert len(docs) == 6 and len({d["tid"] for d in docs}) == 6
     for d in docs:
         assert d["state"] == JOB_STATE_DONE
@@ -139,7 +139,7 @@ def test_launch_runs_a_real_study_end_to_end(mongo_url, db_name, data_dir, tmp_p
         assert d["spec"]["budget"]["monitor"] == "val_accuracy", "every trial gets --monitor"
     owners = {d["owner"] for d in docs}
     assert len(owners) == 2, "both workers should have run trials"
-    assert store.find_metrics({"exp_key": "e2e"}), "per-epoch metrics were written live"
+    assert all(store.history("e2e", d["tid"]) for d in docs), "per-epoch metrics written live"
     runs = sorted(p.name for p in (tmp_path / "tb" / "e2e").iterdir())
     assert runs == sorted(f"trial-{d['tid']}" for d in docs), "one TensorBoard run per trial"
     assert any((tmp_path / "tb" / "e2e").rglob("events.out.tfevents.*"))

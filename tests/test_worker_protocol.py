@@ -47,7 +47,7 @@ def test_study_resumes_with_the_same_exp_key(store, mongo_url, db_name) -> None:
         run_study(_toy(store, "resume", 5), grace=30, max_attempts=3, progress=False)
     finally:
         stop_all([worker])
-    docs = store.find_jobs({"exp_key": "resume"})
+    docs = store.trials_in("resume")
     assert len(docs) == 5 and {d["tid"] for d in docs} == set(range(5))
     assert all(d["state"] == JOB_STATE_DONE for d in docs)
 
@@ -61,10 +61,10 @@ def test_wrong_version_job_is_refused_and_worker_carries_on(store, mongo_url, db
         run_study(_toy(store, "new", 2), grace=30, max_attempts=3, progress=False)
     finally:
         stop_all([worker])
-    (refused,) = store.find_jobs({"exp_key": "old"})
+    (refused,) = store.trials_in("old")
     assert refused["state"] == JOB_STATE_ERROR
     assert "posted by Strix 0.0.1" in refused["error"][1]
-    assert [d["state"] for d in store.find_jobs({"exp_key": "new"})] == [JOB_STATE_DONE] * 2
+    assert [d["state"] for d in store.trials_in("new")] == [JOB_STATE_DONE] * 2
 
 
 @pytest.mark.slow
@@ -74,7 +74,7 @@ def test_isolated_worker_runs_each_trial_in_a_subprocess(store, mongo_url, db_na
         run_study(_toy(store, "iso", 2), grace=30, max_attempts=3, progress=False)
     finally:
         stop_all([worker])
-    docs = store.find_jobs({"exp_key": "iso"})
+    docs = store.trials_in("iso")
     assert [d["state"] for d in docs] == [JOB_STATE_DONE] * 2
     assert all(d["result"]["loss"] >= 0 for d in docs)
 
@@ -86,7 +86,7 @@ def test_worker_exits_after_reserve_timeout(mongo_url, db_name) -> None:
 
 
 def _params(store: Store, key: str) -> list[float]:
-    docs = sorted(store.find_jobs({"exp_key": key}), key=lambda d: d["tid"])
+    docs = sorted(store.trials_in(key), key=lambda d: d["tid"])
     return [d["misc"]["vals"]["x"][0] for d in docs]
 
 

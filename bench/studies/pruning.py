@@ -29,6 +29,7 @@ from typing import Any
 
 from bench import _common as common
 from bench.studies.common import read_study, run_module
+from shared.training.pruning import percentile
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def _cost_row(rule: str, n: int, records: int, got: int, reads: list, writes: li
         "records": records,
         "values_read": got,
         "read_ms_median": round(statistics.median(reads), 2),
-        "read_ms_p95": round(common.percentile(reads, 95), 2),
+        "read_ms_p95": round(percentile(reads, 95), 2),
         "write_ms_median": round(statistics.median(writes), 2),
     }
 

@@ -49,7 +49,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from coordinator.results import as_epoch
+from coordinator.study.summary import as_epoch
 from shared.store import State
 
 log = logging.getLogger(__name__)

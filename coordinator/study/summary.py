@@ -3,6 +3,7 @@ pruned trials (ok trials a pruner stopped early, marked by their ``pruned_at`` e
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import Any
 
@@ -106,3 +107,24 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+def as_epoch(value: Any) -> float | None:
+    """Seconds since the epoch from a float, a datetime or nx-27017's stringified datetime.
+
+    hyperopt's ``book_time`` is a naive UTC datetime; nx-27017 returns datetimes written by
+    update operators as strings, and Strix's own ``started``/``ended`` are epoch floats.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware.timestamp()
+    return None

@@ -16,11 +16,14 @@ from typing import Any
 from shared.store.client import parse_target, redact
 from shared.store.codec import encode
 from shared.store.facade import Store, connect
-from shared.store.reads import State
-
-JOB_STATE_NEW, JOB_STATE_RUNNING = int(State.NEW), int(State.RUNNING)
-JOB_STATE_DONE, JOB_STATE_ERROR = int(State.DONE), int(State.ERROR)
-STATES = {int(s): s.name.lower() for s in State}
+from shared.store.reads import (
+    JOB_STATE_DONE,
+    JOB_STATE_ERROR,
+    JOB_STATE_NEW,
+    JOB_STATE_RUNNING,
+    STATES,
+    State,
+)
 
 _LAZY = {
     "MongoJobs": "shared.store.hyperopt.mongojobs",

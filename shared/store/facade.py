@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import pymongo
-
 from shared.errors import StoreAuthError
 from shared.store import leases, queue, reads, rungs
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target
@@ -186,20 +184,6 @@ class Store:
 
     def withdraw_queued(self, exp_key: str) -> int:
         return rungs.withdraw_queued(self.jobs, exp_key)
-
-    def find_jobs(
-        self, query: dict, projection: Any = None, sort: Any = None, limit: int = 0
-    ) -> list[dict]:
-        cursor = self.jobs.find(query, projection=projection, limit=limit)
-        if sort:
-            cursor = cursor.sort(sort)
-        return list(cursor)
-
-    def find_metrics(self, query: dict, sort: Any = None) -> list[dict]:
-        return list(self.metrics.find(query, sort=sort or [("epoch", pymongo.ASCENDING)]))
-
-    def exp_keys(self) -> list[str]:
-        return sorted(k for k in self.jobs.distinct("exp_key") if k is not None)
 
 
 def connect(

@@ -18,9 +18,6 @@ import pymongo
 from shared.store.codec import encode
 from shared.store.reads import State
 
-JOB_STATE_NEW, JOB_STATE_RUNNING = int(State.NEW), int(State.RUNNING)
-JOB_STATE_DONE, JOB_STATE_ERROR = int(State.DONE), int(State.ERROR)
-
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +31,7 @@ def take(jobs: Any, owner: Any, query: dict, extra: dict | None = None) -> dict 
     """Atomically turn the oldest job matching ``query`` into RUNNING for ``owner``:
     the one reservation behind both hyperopt's ``reserve`` and Strix's."""
     now = utcnow()
-    fields = {"owner": owner, "book_time": now, "refresh_time": now, "state": JOB_STATE_RUNNING}
+    fields = {"owner": owner, "book_time": now, "refresh_time": now, "state": State.RUNNING}
     return jobs.find_one_and_update(
         query,
         {"$set": encode({**fields, **(extra or {})}), "$inc": {"version": 1}},
@@ -46,7 +43,7 @@ def take(jobs: Any, owner: Any, query: dict, extra: dict | None = None) -> dict 
 def _queue_query(exp_key: str | None, resources: Iterable[str]) -> dict:
     # a job posted by stock hyperopt has no resource class: it counts as light
     allowed = [*resources, *([None] if "light" in resources else [])]
-    query: dict[str, Any] = {"state": JOB_STATE_NEW, "owner": None, "resource": {"$in": allowed}}
+    query: dict[str, Any] = {"state": State.NEW, "owner": None, "resource": {"$in": allowed}}
     if exp_key is not None:
         query["exp_key"] = exp_key
     return query
@@ -70,7 +67,7 @@ def reserve(jobs: Any, owner: str, exp_key: str | None, resources: Iterable[str]
 
 
 def _owned(job: dict, owner: str) -> dict:
-    return {"_id": job["_id"], "owner": owner, "state": JOB_STATE_RUNNING}
+    return {"_id": job["_id"], "owner": owner, "state": State.RUNNING}
 
 
 def heartbeat(jobs: Any, job: dict, owner: str, extra: dict | None = None) -> bool:
@@ -88,7 +85,7 @@ def finish(jobs: Any, job: dict, owner: str, result: dict, error: str | None = N
     """Store the result and end the job: DONE, or ERROR with a reason."""
     fields: dict[str, Any] = {
         "result": encode(result),
-        "state": JOB_STATE_ERROR if error else JOB_STATE_DONE,
+        "state": State.ERROR if error else State.DONE,
         "refresh_time": utcnow(),
         "ended": time.time(),
     }
@@ -102,7 +99,7 @@ def requeue(jobs: Any, job: dict, owner: str, reason: str) -> bool:
     """Give a job back to the queue untouched (a graceful stop, not a failure)."""
     update = {
         "$set": {
-            "state": JOB_STATE_NEW,
+            "state": State.NEW,
             "owner": None,
             "book_time": None,
             "refresh_time": None,
@@ -124,7 +121,7 @@ def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = Non
     no heartbeat and are never reaped (they send none while they run).
     """
     query: dict[str, Any] = {
-        "state": JOB_STATE_RUNNING,
+        "state": State.RUNNING,
         "heartbeat": {"$lt": time.time() - grace_s},
     }
     if exp_key is not None:
@@ -135,7 +132,7 @@ def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = Non
         lost = f"worker {doc.get('owner')} stopped sending heartbeats (attempt {attempts})"
         fields: dict[str, Any] = {
             "owner": None,
-            "state": JOB_STATE_NEW,
+            "state": State.NEW,
             "book_time": None,
             "refresh_time": None,
             "heartbeat": None,
@@ -144,24 +141,16 @@ def reap(jobs: Any, grace_s: float, max_attempts: int, exp_key: str | None = Non
         if attempts >= max_attempts:
             gave_up = f"{lost}; gave up after {max_attempts} attempts"
             fields = {
-                "state": JOB_STATE_ERROR,
+                "state": State.ERROR,
                 "refresh_time": utcnow(),
                 "error": ["strix", gave_up],
             }
         guard = {k: doc.get(k) for k in ("_id", "owner", "heartbeat")}
         done = jobs.update_one(
-            {**guard, "state": JOB_STATE_RUNNING},
+            {**guard, "state": State.RUNNING},
             {"$set": fields, "$inc": {"version": 1, "attempts": 1}},
         )
         if done.matched_count:
             log.warning("reaped trial %s: %s", doc.get("tid"), fields.get("error") or lost)
             reaped.append(int(doc.get("tid", -1)))
     return reaped
-
-
-def counts(jobs: Any, exp_key: str | None = None) -> dict[int, int]:
-    match = {} if exp_key is None else {"exp_key": exp_key}
-    out = {s: 0 for s in (JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATE_DONE, JOB_STATE_ERROR)}
-    for row in jobs.aggregate([{"$match": match}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
-        out[int(row["_id"])] = int(row["n"])
-    return out

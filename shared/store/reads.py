@@ -25,6 +25,11 @@ class State(enum.IntEnum):
     ERROR = 3
 
 
+# hyperopt's module-level spellings (``from hyperopt.mongoexp import JOB_STATE_DONE``),
+# bound to the enum's members so a migrated script reads the same numbers
+JOB_STATE_NEW, JOB_STATE_RUNNING, JOB_STATE_DONE, JOB_STATE_ERROR = State
+STATES = {s: s.name.lower() for s in State}
+
 OUTCOMES = ("queued", "running", "ok", "failed", "error")
 
 
@@ -87,6 +92,19 @@ def trials(
     went back to the queue at least once; ``fields`` are top-level keys (nx-27017 returns
     dotted projections flat, so whole sub-documents are projected).
     """
+    query = _trial_query(exp_key, states, tids=tids, outcome=outcome, requeued=requeued)
+    projection = None if fields is None else list(dict.fromkeys(["tid", *fields]))
+    return list(jobs.find(query, projection=projection, sort=[("tid", 1)], limit=limit))
+
+
+def _trial_query(
+    exp_key: str | None,
+    states: Iterable[State] | None = None,
+    *,
+    tids: Iterable[int] | None = None,
+    outcome: str | None = None,
+    requeued: bool = False,
+) -> dict[str, Any]:
     query = _study(exp_key)
     if states is not None:
         query["state"] = {"$in": [int(s) for s in states]}
@@ -98,13 +116,13 @@ def trials(
         query["result.status"] = {"$ne": "ok"}
     if requeued:
         query["$or"] = [{"requeues": {"$gt": 0}}, {"attempts": {"$gt": 0}}]
-    projection = None if fields is None else list(dict.fromkeys(["tid", *fields]))
-    return list(jobs.find(query, projection=projection, sort=[("tid", 1)], limit=limit))
+    return query
 
 
 def count(jobs: Any, exp_key: str | None, **narrow: Any) -> int:
     """How many trials :func:`trials` would return, counted by the server."""
-    return len(trials(jobs, exp_key, fields=["_id"], **narrow))
+    narrow.pop("limit", None)
+    return int(jobs.count_documents(_trial_query(exp_key, **narrow)))
 
 
 def history(metrics: Any, exp_key: str, tid: int) -> list[dict]:

@@ -118,8 +118,11 @@ class Decision:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation, as numpy's default."""
+    """The ``q``-th percentile (0..100) with linear interpolation, as numpy's default;
+    NaN for no values."""
     data = sorted(values)
+    if not data:
+        return math.nan
     pos = (len(data) - 1) * q / 100.0
     low, high = math.floor(pos), math.ceil(pos)
     return data[low] + (data[high] - data[low]) * (pos - low)

@@ -17,21 +17,15 @@ import gridfs
 import pymongo
 import pymongo.errors
 from hyperopt import mongoexp
-from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW, JOB_STATE_RUNNING
 
 from shared.errors import StoreError, StoreUsageError
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target, translated
 from shared.store.codec import encode, with_codec
 from shared.store.queue import take
+from shared.store.reads import State
 
 log = logging.getLogger(__name__)
 
-STATES = {
-    JOB_STATE_NEW: "new",
-    JOB_STATE_RUNNING: "running",
-    JOB_STATE_DONE: "done",
-    JOB_STATE_ERROR: "error",
-}
 _SEP = "\x1f@exp:"
 
 
@@ -188,7 +182,7 @@ class MongoJobs(mongoexp.MongoJobs):
             raise StoreUsageError("refusing to reserve owned job")
         if exp_key is not None:
             query["exp_key"] = exp_key
-        query.update(owner=None, state=JOB_STATE_NEW)
+        query.update(owner=None, state=State.NEW)
         return take(self.jobs, host_id, query)
 
     def update(

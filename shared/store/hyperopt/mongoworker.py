@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hyperopt import mongoexp
-from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, SONify, spec_from_misc
+from hyperopt.base import SONify, spec_from_misc
 from hyperopt.mongoexp import ReserveTimeout, Shutdown, as_mongo_str, parse_url
 from hyperopt.utils import temp_dir, working_dir
 
@@ -31,6 +31,7 @@ from shared.domain import load_domain
 from shared.errors import JobError
 from shared.store.hyperopt.mongojobs import MongoJobs
 from shared.store.hyperopt.trials import MongoTrials
+from shared.store.reads import State
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class MongoWorker(mongoexp.MongoWorker):
         except BaseException as e:
             log.info("job exception: %s", e)
             ctrl.checkpoint()
-            self.mj.update(job, {"state": JOB_STATE_ERROR, "error": (str(type(e)), str(e))})
+            self.mj.update(job, {"state": State.ERROR, "error": (str(type(e)), str(e))})
             raise
         finally:
             if handler:
@@ -102,7 +103,7 @@ class MongoWorker(mongoexp.MongoWorker):
         for aname, aval in result.pop("attachments", {}).items():
             ctrl.attachments[aname] = aval
         ctrl.checkpoint(result)
-        self.mj.update(job, {"state": JOB_STATE_DONE})
+        self.mj.update(job, {"state": State.DONE})
 
 
 def _connect(options: Any) -> MongoJobs:
