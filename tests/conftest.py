@@ -79,11 +79,3 @@ def store(mongo_url: str, db_name: str) -> Iterator[Store]:
     yield s
     s.client.drop_database(db_name)
     s.close()
-
-
-@pytest.fixture
-def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """For tests that call ``MongoWorker.run_one``: like hyperopt's, it makes a working
-    directory per job under the current one, which must not be the checkout."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path

@@ -1,5 +1,5 @@
 """A study with real workers on a real server, for fault injection (``bench.faults`` and
-``tests/test_faults.py``): :class:`Harness` owns the server (or uses a given one), the
+``tests/bench/test_faults.py``): :class:`Harness` owns the server (or uses a given one), the
 worker processes and the coordinator thread; :class:`Report` is what a scenario found.
 """
 

@@ -26,7 +26,7 @@ from shared.models import (
 )
 from shared.models._head import CaffePreprocess
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / mobilenet.WEIGHTS_FILE
+WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "weights" / mobilenet.WEIGHTS_FILE
 SMALL = {
     "convstrix": 32,
     "vggstrix": 32,

@@ -25,7 +25,7 @@ from jsonschema.validators import validator_for
 
 from shared.config import defaults
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILES = [ROOT / "Dockerfile.worker", ROOT / "Dockerfile.gpu"]
@@ -213,7 +213,7 @@ def test_compose_snippets_in_the_docs_are_valid_compose_files() -> None:
     text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     docs = [yaml.safe_load(block) for block in blocks]
-    # Kubernetes snippets (apiVersion/kind) are checked in tests/test_k8s.py
+    # Kubernetes snippets (apiVersion/kind) are checked in tests/deploy/test_k8s.py
     compose_docs = [(b, d) for b, d in zip(blocks, docs, strict=True) if "services" in d]
     assert len(compose_docs) >= 2, "docs/deploy.md lost its override examples"
     validator = compose_validator()

@@ -22,7 +22,7 @@ import yaml
 
 from shared.config import defaults
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compose-smoke.sh"
 OVERRIDE = ROOT / "tests" / "compose" / "smoke.yml"
 COMPOSE = ROOT / "docker-compose.yml"

@@ -3,7 +3,7 @@ the rungs, the stored pruner of a resumed study, the study budgets, and a real K
 stopped by a judge (its result is ok, scored by the best accuracy it reached).
 
 Everything here is in-process and needs no MongoDB; the multi-worker studies are in
-``tests/test_pruning_study.py``.
+``tests/coordinator/test_pruning_study.py``.
 """
 
 from __future__ import annotations

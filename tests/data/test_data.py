@@ -27,7 +27,7 @@ from shared.data.idx import CLASS_NAMES, FILES, find_data_dir, load_raw, source_
 from shared.data.spec import INTERPOLATIONS, DataSpec, small_validation_note
 from shared.errors import ConfigError, DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC32 = DataSpec(image_size=32)
 STEMS = [stem for stem, _, _ in FILES.values()]
 

@@ -2,7 +2,7 @@
 
 Every resource that kustomization.yaml lists (and every Kubernetes snippet in
 docs/deploy.md) is validated by kubernetes-validate, strictly, against the newest
-Kubernetes version it knows. Then, as tests/test_deploy.py does for compose: the images,
+Kubernetes version it knows. Then, as tests/deploy/test_deploy.py does for compose: the images,
 environment variables and commands in the manifests must exist in the project, and the
 pieces must fit together (selectors, the Secret, the MongoDB URI, the grace period).
 """
@@ -28,7 +28,7 @@ import yaml
 
 from shared.config import defaults
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OTHER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL",

@@ -20,7 +20,7 @@ from coordinator.cluster_plan import ClusterOptions, plan_cluster
 from shared.config import defaults
 from shared.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_PW = "Tr0ub4dor/&3:x@y"  # URI-hostile on purpose: must be percent-encoded
 NO_ENGINE = "unix:///nonexistent/strix-test/docker.sock"
 ENV_NAMES = {v for k, v in vars(defaults).items() if k.startswith("ENV_")}

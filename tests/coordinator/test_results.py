@@ -30,7 +30,7 @@ from shared.config import defaults
 from shared.data.idx import CLASS_NAMES
 from shared.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXP = "t1"
 N_TRIALS = 4
 TEST_LIMIT = 500
