@@ -1,0 +1,47 @@
+"""Owner-guarded writes at the store level: a holder that lost its trial (reaped while it
+stalled) must not write into the trial's next run. The interleaving is forced: the stale
+holder's write is issued after the reaper and the new owner have acted.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import StoreError
+from shared.store import JOB_STATE_NEW, Store
+from tests.helpers import insert_toy_jobs
+from worker import pruner
+
+
+def _reaped(store: Store, job: dict) -> None:
+    """What the reaper does to a job whose holder stopped beating (forced, not waited for)."""
+    store.jobs.update_one(
+        {"_id": job["_id"]},
+        {"$set": {"state": JOB_STATE_NEW, "owner": None}, "$inc": {"version": 1, "attempts": 1}},
+    )
+
+
+def test_stale_checkpoint_is_refused_not_written_into_the_requeued_job(store: Store) -> None:
+    insert_toy_jobs(store, "ck", 1)
+    mj = store.handle
+    job = mj.reserve("holder-a", exp_key="ck")
+    mj.update(job, {"result": {"status": "new", "step": 1}})  # a checkpoint while it held it
+    _reaped(store, job)  # the holder stalls; the reaper requeues its trial
+    with pytest.raises(StoreError, match="changed under us"):
+        mj.update(job, {"result": {"status": "new", "step": 2}})
+    with pytest.raises(StoreError, match="changed under us"):
+        mj.update(job, {"result": {"status": "new", "step": 3}})
+    doc = store.jobs.find_one({"_id": job["_id"]})
+    assert doc["state"] == JOB_STATE_NEW and doc["result"].get("step") == 1
+
+
+def test_stale_rung_never_overwrites_the_new_runs_value(store: Store) -> None:
+    insert_toy_jobs(store, "rg", 1)
+    cfg = {"kind": "median", "min_epochs": 1, "startup": 1, "max_epochs": 10}
+    first = store.reserve("w", "rg", ["light"])
+    _reaped(store, first)  # the same worker stalled and lost it...
+    second = store.reserve("w", "rg", ["light"])  # ...and took it again (a new attempt)
+    pruner.for_job(store, second, cfg, "w")(2, 0.5)  # the live run records epoch 2
+    pruner.for_job(store, first, cfg, "w")(2, 9.9)  # the stale run wakes up and records
+    (rec,) = store.rungs.find({"exp_key": "rg", "epoch": 2})
+    assert rec["value"] == 0.5
