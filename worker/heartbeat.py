@@ -3,6 +3,9 @@
 It touches the job's heartbeat and renews the GPU slot and lease every ``--heartbeat``
 seconds. When the job turns out to be no longer ours (the reaper gave it away during a
 long stall), it tells the trainer to stop, so two workers never finish the same trial.
+``beat`` returns what it found lost (None: all is ours), and ``on_lost`` gets exactly that:
+a verdict about one trial must reach that trial only, never the one running when a late
+reply comes back.
 A failing beat never ends the thread: it logs, retries sooner (backing off from 0.5 s up
 to the interval), and says when beats work again, so a short store outage or a bad
 GPU document cannot make the reaper take a trial that is still running.
@@ -13,13 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 FIRST_RETRY_S = 0.5
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, interval: float, beat: Callable[[], bool], on_lost: Callable[[], None]):
+    def __init__(
+        self, interval: float, beat: Callable[[], Any], on_lost: Callable[[Any], None]
+    ) -> None:
         super().__init__(name="strix-heartbeat", daemon=True)
         self.interval = interval
         self.beat = beat
@@ -39,7 +45,7 @@ class Heartbeat(threading.Thread):
 
     def tick(self) -> None:
         try:
-            ours = self.beat()
+            lost = self.beat()
         except Exception as e:  # never let one bad beat end the heartbeat for good
             self.failures += 1
             level = logging.WARNING if self.failures == 1 else logging.DEBUG
@@ -48,9 +54,8 @@ class Heartbeat(threading.Thread):
         if self.failures:
             log.info("heartbeat works again after %d failed beat(s)", self.failures)
             self.failures = 0
-        if not ours:
-            log.warning("our trial was requeued by the reaper; stopping it")
-            self.on_lost()
+        if lost is not None:
+            self.on_lost(lost)
 
     def stop(self) -> None:
         self._halt.set()

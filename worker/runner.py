@@ -13,7 +13,8 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shared.domain import is_strix, load_domain
@@ -30,10 +31,13 @@ log = logging.getLogger(__name__)
 DOMAIN = "FMinIter_Domain"
 
 
-@dataclass
+@dataclass(eq=False)
 class Active:
+    """One run of one trial: the verdicts about it (``lost``) belong to it alone."""
+
     job: dict
     holder: str | None  # GPU lease id, None on CPU-only hosts
+    lost: bool = field(default=False)
 
 
 class Worker:
@@ -42,11 +46,13 @@ class Worker:
     ):
         self.cfg, self.store, self.inventory, self.forced = cfg, store, inventory, forced
         self.gpu: int | None = None
-        self.id = f"{cfg.host}:{os.getpid()}:{secrets.token_hex(2)}"
+        # host and pid for people; the uuid4 for uniqueness (compose workers share a host
+        # name and all run as pid 1)
+        self.id = f"{cfg.host}:{os.getpid()}:{uuid.uuid4().hex}"
         self.stop_requested = threading.Event()  # first signal: take no more trials
         self.trial_stop = threading.Event()  # tells the running trial to end now
         self.current: Active | None = None
-        self.lost = False
+        self._current_lock = threading.Lock()  # a verdict and a trial switch never interleave
         self.jobs_run = 0
         self.failures = 0
         self._domains: dict[str, Any] = {}
@@ -138,7 +144,7 @@ class Worker:
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap >= self.cfg.heartbeat:
             self._last_reap = time.monotonic()
-            self.store.reap(self.cfg.grace, self.cfg.max_attempts)
+            self.store.reap(self.cfg.max_attempts)  # by each holder's grace, server time
 
     def _reserve(self) -> Active | None:
         allowed = ["light", "heavy"]
@@ -155,41 +161,50 @@ class Worker:
             units = self._cost(resource)
             if not self.store.acquire(self.cfg.host, self.gpu, holder, units, cap, ttl):
                 return None
-        job = self.store.reserve(self.id, self.cfg.exp_key, [resource])
+        job = self.store.reserve(self.id, self.cfg.exp_key, [resource], self.cfg.grace)
         if job is None and holder is not None:
             self.store.release(self.cfg.host, self.gpu, holder)
         return None if job is None else Active(job, holder)
 
     # --- heartbeat -----------------------------------------------------------------------
-    def _beat(self) -> bool:
+    def _beat(self) -> Active | None:
+        """Renew this worker's leases; the run found no longer ours, if any."""
         active = self.current
         ours = True
         if active is not None:
-            ours = self.store.heartbeat(active.job, self.id)
+            ours = self.store.heartbeat(active.job, self.id, self.cfg.grace)
         if self.gpu is not None:
             holder = active.holder if active else None
             self.store.renew(self.cfg.host, self.gpu, self.id, holder, self.cfg.grace)
-        return ours
+        return None if ours else active
 
-    def _on_lost(self) -> None:
-        self.lost = True
-        self.trial_stop.set()
+    def _on_lost(self, active: Active) -> None:
+        """Stop ``active`` if it still runs; a late verdict about an earlier run is dropped."""
+        with self._current_lock:
+            if self.current is not active:
+                log.info("late verdict about trial %s ignored: it ended", active.job.get("tid"))
+                return
+            log.warning("trial %s was requeued by the reaper; stopping it", active.job.get("tid"))
+            active.lost = True
+            self.trial_stop.set()
 
     # --- one trial -----------------------------------------------------------------------
     def run_job(self, active: Active) -> None:
         job = active.job
-        self.current, self.lost = active, False
-        self.trial_stop.clear()
-        if self.stop_requested.is_set():
-            self.trial_stop.set()
+        with self._current_lock:
+            self.current = active
+            self.trial_stop.clear()
+            if self.stop_requested.is_set():
+                self.trial_stop.set()
         log.info("trial %s of %s started", job.get("tid"), job.get("exp_key"))
         try:
             outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
         finally:
-            self.current = None
+            with self._current_lock:
+                self.current = None
             if active.holder is not None:
                 self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
-        self._record(job, outcome)
+        self._record(active, outcome)
 
     def _evaluate(self, job: dict) -> tuple[Outcome, Any]:
         """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""
@@ -279,10 +294,10 @@ class Worker:
             proc.kill()
             proc.join(5)
 
-    def _record(self, job: dict, outcome: tuple[Outcome, Any]) -> None:
-        kind, payload = outcome
+    def _record(self, active: Active, outcome: tuple[Outcome, Any]) -> None:
+        job, (kind, payload) = active.job, outcome
         tid = job.get("tid")
-        if self.lost:
+        if active.lost:
             self._taken_over(job)
             return
         if kind is Outcome.STOPPED:
@@ -355,10 +370,11 @@ class Worker:
         return self._data[spec]
 
     def _epoch(self, job: dict, epoch: int, row: dict) -> None:
-        base = {"exp_key": job.get("exp_key"), "tid": job.get("tid"), "owner": self.id}
-        self._safe(self.store.add_metric, {**base, "epoch": epoch, "time": time.time(), **row})
-        progress = {"progress": {"epoch": epoch, "updated": time.time(), **row}}
-        self._safe(self.store.set_fields, job, self.id, progress)
+        """Progress and metrics of one epoch, owner-guarded; a refusal stops this run only."""
+        if self._safe(self.store.record_epoch, job, self.id, epoch, row) is False:
+            active = self.current
+            if active is not None and active.job is job:
+                self._on_lost(active)
 
     def _info(self) -> dict:
         return {"id": self.id, "host": self.cfg.host, "pid": os.getpid(), "gpu": self.gpu}

@@ -183,7 +183,7 @@ class Harness:
         while poster.is_alive() or (poster.error is not None and restarts > 0):
             poster.join(0.25)
             try:
-                study.store.reap(self.grace, self.max_attempts)
+                study.store.reap(self.max_attempts)
             except StoreError:
                 self.recovered.append(traceback.format_exc())
                 continue

@@ -5,6 +5,8 @@ holder's write is issued after the reaper and the new owner have acted.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.errors import StoreError
@@ -38,10 +40,13 @@ def test_stale_checkpoint_is_refused_not_written_into_the_requeued_job(store: St
 def test_stale_rung_never_overwrites_the_new_runs_value(store: Store) -> None:
     insert_toy_jobs(store, "rg", 1)
     cfg = {"kind": "median", "min_epochs": 1, "startup": 1, "max_epochs": 10}
-    first = store.reserve("w", "rg", ["light"])
-    _reaped(store, first)  # the same worker stalled and lost it...
+    first = store.reserve("w", "rg", ["light"], grace=0.01)
+    time.sleep(0.05)
+    assert store.reap(max_attempts=5)  # the same worker stalled past its grace, lost it...
     second = store.reserve("w", "rg", ["light"])  # ...and took it again (a new attempt)
     pruner.for_job(store, second, cfg, "w")(2, 0.5)  # the live run records epoch 2
     pruner.for_job(store, first, cfg, "w")(2, 9.9)  # the stale run wakes up and records
     (rec,) = store.rungs.find({"exp_key": "rg", "epoch": 2})
     assert rec["value"] == 0.5
+    assert not store.record_rung(first, "w", 3, 9.9)  # nor a rung the live run has not reached
+    assert store.rung_values("rg", 3) == []
