@@ -78,9 +78,19 @@ class Worker:
                 self.cfg.host, indices, self.id, self.cfg.grace, forced=self.forced
             )
         pin(self.gpu, self.inventory)  # before the first trial imports TensorFlow
+        self._sweep_cache()
         self.heartbeat.start()
         where = "CPU" if self.gpu is None else f"GPU {self.gpu}"
         log.info("worker %s ready on %s (store %s)", self.id, where, self.store.target.redacted)
+
+    def _sweep_cache(self) -> None:
+        """Builds that a SIGKILL cut short leave temp dirs of up to 1 GB: remove the dead ones."""
+        from shared.data.cache import sweep_stale
+
+        try:
+            sweep_stale(self.cfg.cache_dir)
+        except OSError as e:
+            log.warning("could not sweep the cache's temp dirs (%s)", e)
 
     def teardown(self) -> None:
         self.heartbeat.stop()

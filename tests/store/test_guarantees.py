@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from shared.errors import StoreError
-from shared.store import JOB_STATE_NEW, Store
+from shared.errors import StoreError, StoreUnavailable
+from shared.store import JOB_STATE_DONE, JOB_STATE_NEW, Store, connect
 from tests.helpers import insert_toy_jobs
+from tests.store.proxy import ReplyCutter
 from worker import pruner
 
 
@@ -50,3 +51,38 @@ def test_stale_rung_never_overwrites_the_new_runs_value(store: Store) -> None:
     assert rec["value"] == 0.5
     assert not store.record_rung(first, "w", 3, 9.9)  # nor a rung the live run has not reached
     assert store.rung_values("rg", 3) == []
+
+
+def test_a_finish_whose_reply_was_lost_is_confirmed_by_reading_back(
+    store: Store, mongo_url: str, db_name: str
+) -> None:
+    """The server applies the finish but the reply never comes (a failover, a restart): the
+    retry finds the job already ended by this owner in this attempt, a success."""
+    host, port = mongo_url.removeprefix("mongodb://").rstrip("/").rsplit(":", 1)
+    proxy = ReplyCutter((host, int(port)))
+    via = connect(f"mongodb://127.0.0.1:{proxy.port}", db_name, timeout_ms=2000)
+    try:
+        insert_toy_jobs(store, "lost", 1)
+        job = via.reserve("w", "lost", ["light"])
+        proxy.cut_next()
+        with pytest.raises(StoreUnavailable):
+            via.finish(job, "w", {"status": "ok", "loss": 0.25})
+        assert store.jobs.find_one({"_id": job["_id"]})["state"] == JOB_STATE_DONE  # it landed
+        assert via.finish(job, "w", {"status": "ok", "loss": 0.25}), "logged as lost"
+        assert not via.finish(job, "intruder", {"status": "ok", "loss": 0.25})
+    finally:
+        via.close()
+        proxy.close()
+
+
+def test_the_uris_retry_writes_and_write_concern_are_honoured(mongo_url: str) -> None:
+    plain = connect(mongo_url, check=False)
+    chosen = connect(f"{mongo_url.rstrip('/')}/?retryWrites=false&w=1", check=False)
+    try:
+        assert plain.client.write_concern.document["w"] == "majority"
+        assert plain.client.options.retry_writes is True
+        assert chosen.client.write_concern.document == {"w": 1}
+        assert chosen.client.options.retry_writes is False
+    finally:
+        plain.close()
+        chosen.close()
