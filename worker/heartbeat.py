@@ -24,10 +24,16 @@ FIRST_RETRY_S = 0.5
 
 class Heartbeat(threading.Thread):
     def __init__(
-        self, interval: float, beat: Callable[[], Any], on_lost: Callable[[Any], None]
+        self,
+        interval: float,
+        beat: Callable[[], Any],
+        on_lost: Callable[[Any], None],
+        due: Callable[[], float] = lambda: float("inf"),
+        expire: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="strix-heartbeat", daemon=True)
         self.interval = interval
+        self.due, self.expire = due, expire  # seconds left on the held lease; when it ran out
         self.beat = beat
         self.on_lost = on_lost
         self.failures = 0
@@ -40,8 +46,16 @@ class Heartbeat(threading.Thread):
         return min(self.interval, FIRST_RETRY_S * 2 ** (self.failures - 1))
 
     def run(self) -> None:
+        threading.Thread(target=self._fence, name="strix-fence", daemon=True).start()
         while not self._halt.wait(self.next_wait()):
             self.tick()
+
+    def _fence(self) -> None:
+        """Apart from the beats, which a store outage can block for seconds: the moment
+        the held lease may have run out at the server, call ``expire`` (stop the trial)."""
+        while not self._halt.wait(max(0.01, min(1.0, self.due()))):
+            if self.due() <= 0:
+                self.expire()
 
     def tick(self) -> None:
         try:

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from shared.domain import is_strix, load_domain
@@ -26,18 +26,10 @@ from worker import pruner
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
 from worker.heartbeat import Heartbeat
+from worker.tenure import Active, Tenure, lease_deadline
 
 log = logging.getLogger(__name__)
 DOMAIN = "FMinIter_Domain"
-
-
-@dataclass(eq=False)
-class Active:
-    """One run of one trial: the verdicts about it (``lost``) belong to it alone."""
-
-    job: dict
-    holder: str | None  # GPU lease id, None on CPU-only hosts
-    lost: bool = field(default=False)
 
 
 class Worker:
@@ -51,15 +43,19 @@ class Worker:
         self.id = f"{cfg.host}:{os.getpid()}:{uuid.uuid4().hex}"
         self.stop_requested = threading.Event()  # first signal: take no more trials
         self.trial_stop = threading.Event()  # tells the running trial to end now
-        self.current: Active | None = None
-        self._current_lock = threading.Lock()  # a verdict and a trial switch never interleave
+        self.tenure = Tenure(self.trial_stop, self.stop_requested)
         self.jobs_run = 0
         self.failures = 0
         self._domains: dict[str, Any] = {}
         self._data: dict[Any, Any] = {}
         self._last_reap = 0.0
         self.child: Any = None  # the --isolate process of the running trial
-        self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, self._on_lost)
+        t = self.tenure
+        self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, t.lose, t.left, t.expire)
+
+    @property
+    def current(self) -> Active | None:
+        return self.tenure.current
 
     # --- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
@@ -78,19 +74,12 @@ class Worker:
                 self.cfg.host, indices, self.id, self.cfg.grace, forced=self.forced
             )
         pin(self.gpu, self.inventory)  # before the first trial imports TensorFlow
-        self._sweep_cache()
+        from shared.data.cache import sweep_stale
+
+        sweep_stale(self.cfg.cache_dir)  # a SIGKILL mid-build leaves temp dirs of up to 1 GB
         self.heartbeat.start()
         where = "CPU" if self.gpu is None else f"GPU {self.gpu}"
         log.info("worker %s ready on %s (store %s)", self.id, where, self.store.target.redacted)
-
-    def _sweep_cache(self) -> None:
-        """Builds that a SIGKILL cut short leave temp dirs of up to 1 GB: remove the dead ones."""
-        from shared.data.cache import sweep_stale
-
-        try:
-            sweep_stale(self.cfg.cache_dir)
-        except OSError as e:
-            log.warning("could not sweep the cache's temp dirs (%s)", e)
 
     def teardown(self) -> None:
         self.heartbeat.stop()
@@ -171,47 +160,34 @@ class Worker:
             units = self._cost(resource)
             if not self.store.acquire(self.cfg.host, self.gpu, holder, units, cap, ttl):
                 return None
+        sent = time.monotonic()
         job = self.store.reserve(self.id, self.cfg.exp_key, [resource], self.cfg.grace)
         if job is None and holder is not None:
             self.store.release(self.cfg.host, self.gpu, holder)
-        return None if job is None else Active(job, holder)
+        return None if job is None else Active(job, holder, lease_deadline(sent, self.cfg.grace))
 
     # --- heartbeat -----------------------------------------------------------------------
     def _beat(self) -> Active | None:
         """Renew this worker's leases; the run found no longer ours, if any."""
         active = self.current
-        ours = True
+        ours, sent = True, time.monotonic()
         if active is not None:
             ours = self.store.heartbeat(active.job, self.id, self.cfg.grace)
+            self.tenure.renewed(active, sent, self.cfg.grace)
         if self.gpu is not None:
             holder = active.holder if active else None
             self.store.renew(self.cfg.host, self.gpu, self.id, holder, self.cfg.grace)
         return None if ours else active
 
-    def _on_lost(self, active: Active) -> None:
-        """Stop ``active`` if it still runs; a late verdict about an earlier run is dropped."""
-        with self._current_lock:
-            if self.current is not active:
-                log.info("late verdict about trial %s ignored: it ended", active.job.get("tid"))
-                return
-            log.warning("trial %s was requeued by the reaper; stopping it", active.job.get("tid"))
-            active.lost = True
-            self.trial_stop.set()
-
     # --- one trial -----------------------------------------------------------------------
     def run_job(self, active: Active) -> None:
         job = active.job
-        with self._current_lock:
-            self.current = active
-            self.trial_stop.clear()
-            if self.stop_requested.is_set():
-                self.trial_stop.set()
+        self.tenure.begin(active)
         log.info("trial %s of %s started", job.get("tid"), job.get("exp_key"))
         try:
             outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
         finally:
-            with self._current_lock:
-                self.current = None
+            self.tenure.end()
             if active.holder is not None:
                 self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
         self._record(active, outcome)
@@ -312,8 +288,13 @@ class Worker:
             return
         if kind is Outcome.STOPPED:
             reason = payload or "worker stopped by signal"
-            if self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace):
+            if active.fenced:
+                reason = "its worker's lease ran out during a store outage"
+            back = self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace)
+            if back:
                 log.info("trial %s put back in the queue (%s)", tid, reason)
+            elif back is False:
+                self._taken_over(job)
             return
         if kind is Outcome.ERROR:
             result, error = {"status": "fail", "reason": payload}, payload
@@ -382,9 +363,7 @@ class Worker:
     def _epoch(self, job: dict, epoch: int, row: dict) -> None:
         """Progress and metrics of one epoch, owner-guarded; a refusal stops this run only."""
         if self._safe(self.store.record_epoch, job, self.id, epoch, row) is False:
-            active = self.current
-            if active is not None and active.job is job:
-                self._on_lost(active)
+            self.tenure.lose_job(job)
 
     def _info(self) -> dict:
         return {"id": self.id, "host": self.cfg.host, "pid": os.getpid(), "gpu": self.gpu}

@@ -148,9 +148,12 @@ def sweep_stale(cache_dir: PathArg) -> list[Path]:
     """Remove the temp dirs of builds that died (a SIGKILL mid-build leaves up to 1 GB):
     those whose ``.building`` lock no live process holds. Run at a process's start."""
     root, removed = cache_root(cache_dir), []
-    if not root.is_dir():
+    try:
+        found = [p for p in root.rglob(".*.tmp-*") if p.is_dir()] if root.is_dir() else []
+    except OSError as e:
+        log.warning("could not look for stale temp dirs in %s (%s)", root, e)
         return removed
-    for tmp in [p for p in root.rglob(".*.tmp-*") if p.is_dir()]:
+    for tmp in found:
         if _build_is_dead(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
