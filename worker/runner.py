@@ -184,13 +184,19 @@ class Worker:
         job = active.job
         self.tenure.begin(active)
         log.info("trial %s of %s started", job.get("tid"), job.get("exp_key"))
+        began = time.monotonic()
         try:
-            outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
+            try:
+                outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
+            finally:
+                if active.holder is not None:
+                    self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
+            took = time.monotonic() - began
+            log.info("trial %s ended (%s after %.1fs)", job.get("tid"), outcome[0].value, took)
+            active.finishing = True  # the lease is still renewed while the outcome is stored
+            self._record(active, outcome)
         finally:
             self.tenure.end()
-            if active.holder is not None:
-                self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
-        self._record(active, outcome)
 
     def _evaluate(self, job: dict) -> tuple[Outcome, Any]:
         """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""

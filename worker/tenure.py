@@ -28,6 +28,7 @@ class Active:
     deadline: float = float("inf")  # monotonic: when our lease may run out at the server
     lost: bool = field(default=False)  # another run holds the trial now
     fenced: bool = field(default=False)  # stopped by us: the lease ran out unrenewed
+    finishing: bool = field(default=False)  # it ran; its outcome is being stored (guarded)
 
 
 def lease_deadline(sent: float, grace: float) -> float:
@@ -59,7 +60,8 @@ class Tenure:
         """Stop ``active`` if it still runs; a late verdict about an earlier run is dropped."""
         with self._lock:
             tid = active.job.get("tid")
-            if self.current is not active:
+            if self.current is not active or active.finishing:
+                # it ended: a late verdict is moot (the guarded finish says what landed)
                 log.info("late verdict about trial %s ignored: that run ended", tid)
                 return
             if active.fenced:
