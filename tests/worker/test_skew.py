@@ -8,6 +8,7 @@ dead holder's trial is reaped within that holder's grace, whoever reaps it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ import pytest
 from coordinator.study.procs import spawn_worker, stop_procs, wait_for_log
 from coordinator.study.study import Study
 from coordinator.study.study import run as run_study
-from shared.store import JOB_STATE_DONE, Store
+from shared.store import JOB_STATE_DONE, State, Store
 from shared.training.jobs import toy_objective, toy_space
 from tests.helpers import ROOT, post_toy, wait_until
 
@@ -27,23 +28,25 @@ pytestmark = pytest.mark.slow
 SKEW_DIR = ROOT / "bench" / "faults" / "skewclock"
 
 
-def _worker(url: str, db: str, key: str, skew: float, heartbeat: float, log: Path) -> Popen:
+def _worker(
+    url: str,
+    db: str,
+    key: str,
+    skew: float,
+    heartbeat: float,
+    log: Path,
+    env: dict | None = None,
+    extra: tuple[str, ...] = (),
+) -> Popen:
     env = {
         "PYTHONPATH": os.pathsep.join([str(SKEW_DIR), str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "STRIX_CLOCK_SKEW": str(skew),
         "STRIX_HOST": f"skew{skew:+.0f}",
+        **(env or {}),
     }
-    args = [
-        "--exp-key",
-        key,
-        "--heartbeat",
-        heartbeat,
-        "--poll-interval",
-        "0.05",
-        "--poll-cap",
-        "0.2",
-    ]
-    proc = spawn_worker(url, db, [*args, "--max-attempts", "10"], log, env)
+    args = ["--exp-key", key, "--heartbeat", heartbeat, "--poll-interval", "0.05"]
+    args += ["--poll-cap", "0.2", "--max-attempts", "10", *extra]
+    proc = spawn_worker(url, db, args, log, env)
     wait_for_log(proc, log, "ready on")
     return proc
 
@@ -98,3 +101,33 @@ def test_dead_holder_is_reaped_within_its_own_grace(
         assert 1.5 <= waited <= 3.0 + 3.0, f"reaped {waited:.1f}s after the kill (grace 3 s)"
     finally:
         stop_procs([p for p in (holder, reaper) if p is not None])
+
+
+def test_gpu_leases_hold_across_skewed_clocks_on_one_host(
+    store: Store, mongo_url: str, db_name: str, tmp_path: Path
+) -> None:
+    """Two workers of one host share a GPU of capacity 1, their clocks 20 minutes apart: the
+    fast one must not see the slow one's lease as expired (two trials on the GPU at once)."""
+    post_toy(store, "gpu", 2, sleep_s=10.0)
+    gpu = {"STRIX_FAKE_GPUS": "1", "STRIX_HOST": "one-host"}
+    extra = ("--gpu-capacity", "1")
+    slow = _worker(mongo_url, db_name, "gpu", -600, 2.0, tmp_path / "slow.log", gpu, extra)
+    procs = [slow]
+    try:  # the slow clock holds the GPU; then the fast clock comes and wants it too
+        assert wait_until(lambda: store.count("gpu", states=[State.RUNNING]) == 1, 60)
+        procs.append(
+            _worker(mongo_url, db_name, "gpu", 600, 2.0, tmp_path / "fast.log", gpu, extra)
+        )
+        assert wait_until(lambda: store.count("gpu", states=[State.DONE]) == 2, 120)
+    finally:
+        stop_procs(procs)
+    skews = {p.pid: s for p, s in zip(procs, (-600, +600), strict=True)}
+    runs = sorted(  # each trial's run on the real clock: its worker's skew taken off
+        (
+            d["result"]["start"] - skews[d["worker"]["pid"]],
+            d["result"]["end"] - skews[d["worker"]["pid"]],
+        )
+        for d in store.trials_in("gpu")
+    )
+    overlaps = [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
+    assert not overlaps, f"trials ran at once on a GPU of capacity 1: {overlaps}"
