@@ -86,3 +86,17 @@ def test_the_uris_retry_writes_and_write_concern_are_honoured(mongo_url: str) ->
     finally:
         plain.close()
         chosen.close()
+
+
+def test_epoch_rows_are_written_only_while_the_run_is_ours(store: Store) -> None:
+    insert_toy_jobs(store, "ep", 1)
+    first = store.reserve("w", "ep", ["light"], grace=0.01)
+    assert store.record_epoch(first, "w", 1, {"val_accuracy": 0.5})
+    time.sleep(0.05)
+    assert store.reap(max_attempts=5)  # stalled past its grace
+    second = store.reserve("w", "ep", ["light"])
+    assert not store.record_epoch(first, "w", 2, {"val_accuracy": 0.9})  # the stale run
+    assert store.record_epoch(second, "w", 1, {"val_accuracy": 0.6})
+    rows = store.history("ep", first["tid"])
+    assert sorted((r["attempt"], r["epoch"]) for r in rows) == [(1, 1), (2, 1)]
+    assert store.jobs.find_one({"_id": second["_id"]})["progress"]["val_accuracy"] == 0.6
