@@ -7,6 +7,7 @@ gate until A has finished and trial B runs; its late "not ours" must not stop B.
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 from shared.store import JOB_STATE_DONE, Store
@@ -65,3 +66,10 @@ def test_late_not_ours_about_a_finished_trial_does_not_stop_the_next(
     assert doc["state"] == JOB_STATE_DONE and doc["owner"] == worker.id, doc
     assert worker.jobs_run == 2
     gated.close()
+
+
+def test_worker_ids_carry_a_uuid4(store: Store, mongo_url: str, db_name: str) -> None:
+    """Compose workers share a host name and all run as pid 1: the uuid4 tells them apart."""
+    ids = [_worker(mongo_url, db_name, store).id for _ in range(2)]
+    _host, pid, tail = ids[0].split(":")
+    assert uuid.UUID(tail).version == 4 and pid.isdigit() and ids[0] != ids[1]
