@@ -101,8 +101,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("exp_key", "study name", metavar="KEY", group=_STUDY),
     Setting("heartbeat", "seconds between worker heartbeats", d.HEARTBEAT_S, float,
             env=d.ENV_HEARTBEAT, check=positive, group=_WORKER),
-    Setting("grace", "seconds without heartbeat before a trial is requeued (default "
-            f"{d.GRACE_FACTOR:g} x heartbeat)", None, float, check=positive, group=_WORKER),
+    Setting("grace", "this worker's lease: seconds without a heartbeat before its trial may "
+            f"be requeued (default {d.GRACE_FACTOR:g} x heartbeat)", None, float,
+            check=positive, group=_WORKER),
     Setting("max_attempts", "lost runs before a trial is marked ERROR", d.MAX_ATTEMPTS, int,
             check=at_least(1), group=_WORKER),
     Setting("gpu_capacity", "light trials per GPU (a heavy trial takes all of it)",

@@ -154,6 +154,23 @@ def guard_methods(cls: type) -> type:
     return cls
 
 
+_URI_SETS_W = re.compile(r"[?&]w=", re.IGNORECASE)
+WTIMEOUT_MS = 30_000  # a majority write that a failover stalls errors out instead of hanging
+
+
+def client_options(uri: str) -> dict[str, Any]:
+    """Replica-set semantics that the URI does not already choose.
+
+    ``retryWrites`` is left to the URI (pymongo retries a write once across a failover, and
+    the server applies it at most once). The write concern defaults to ``majority``: an
+    acknowledged ``finish`` then survives a failover; on a standalone server (and the
+    embedded nx-27017) it is the same as ``w=1``. A ``w=`` in the URI wins.
+    """
+    if _URI_SETS_W.search(uri):
+        return {}
+    return {"w": "majority", "wTimeoutMS": WTIMEOUT_MS}
+
+
 def make_client(target: MongoTarget, timeout_ms: int | None = None) -> pymongo.MongoClient:
     timeout = timeout_ms or defaults.SERVER_SELECTION_TIMEOUT_MS
     with translated(target.redacted):
@@ -161,6 +178,6 @@ def make_client(target: MongoTarget, timeout_ms: int | None = None) -> pymongo.M
             target.uri,
             serverSelectionTimeoutMS=timeout,
             connectTimeoutMS=timeout,
-            retryWrites=False,
             appname="strix",
+            **client_options(target.uri),
         )

@@ -79,14 +79,14 @@ def test_requeue_returns_job_to_new(store) -> None:
 def test_reaper_requeues_then_gives_up(store) -> None:
     insert_toy_jobs(store, "e5", 1)
     for attempt in (1, 2):
-        assert store.reserve(f"dead{attempt}", "e5", ["light"]) is not None
+        assert store.reserve(f"dead{attempt}", "e5", ["light"], grace=0.01) is not None
         time.sleep(0.05)
-        assert store.reap(grace_s=0.01, max_attempts=3) != []
+        assert store.reap(max_attempts=3) != []
         doc = store.trials_in("e5")[0]
         assert (doc["state"], doc["attempts"]) == (JOB_STATE_NEW, attempt)
-    store.reserve("dead3", "e5", ["light"])
+    store.reserve("dead3", "e5", ["light"], grace=0.01)
     time.sleep(0.05)
-    store.reap(grace_s=0.01, max_attempts=3)
+    store.reap(max_attempts=3)
     doc = store.trials_in("e5")[0]
     assert doc["state"] == JOB_STATE_ERROR and "gave up after 3" in doc["error"][1]
 
@@ -94,12 +94,10 @@ def test_reaper_requeues_then_gives_up(store) -> None:
 def test_racing_reapers_count_one_attempt(store) -> None:
     insert_toy_jobs(store, "e6", 4)
     for i in range(4):
-        store.reserve(f"dead{i}", "e6", ["light"])
+        store.reserve(f"dead{i}", "e6", ["light"], grace=0.01)
     time.sleep(0.05)
     results: list[list[int]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(store.reap(0.01, 5))) for _ in range(4)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(store.reap(5))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
