@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
@@ -83,12 +84,14 @@ class Proc:
     term_deadline: float | None = None  # monotonic: SIGKILL if still alive then
 
 
+FAULTS = ("kills", "sigterms", "mongodb_restarts", "coordinator_restarts")
+
+
 @dataclass
 class Tally:
-    kills: int = 0
-    terms: int = 0
-    restarts: int = 0
-    coordinator_restarts: int = 0
+    """What the run did to the cluster: counts by fault ("kills", "sigterms", ...) and a log."""
+
+    counts: Counter[str] = field(default_factory=Counter)
     events: list[str] = field(default_factory=list)
 
 
@@ -124,7 +127,7 @@ class Chaos:
         proc.killed_at = time.time()
         proc.popen.send_signal(signal.SIGKILL)
         proc.popen.wait()
-        self.tally.kills += 1
+        self.tally.counts["kills"] += 1
         self.note(f"kill -9 {proc.host.name} pid {proc.popen.pid} ({why})")
 
     def tick(self) -> None:
@@ -137,7 +140,7 @@ class Chaos:
             proc = self.rng.choice(calm)
             proc.term_deadline = time.monotonic() + self.plan.warning_s
             proc.popen.send_signal(signal.SIGTERM)
-            self.tally.terms += 1
+            self.tally.counts["sigterms"] += 1
             self.note(f"SIGTERM {proc.host.name} pid {proc.popen.pid}")
 
     def enforce_warnings(self) -> None:
@@ -153,7 +156,7 @@ class Chaos:
         server.stop()
         time.sleep(self.plan.down_s)
         self.h.server = start_embedded(server.data_dir, server.host, server.port)
-        self.tally.restarts += 1
+        self.tally.counts["mongodb_restarts"] += 1
         self.note(f"MongoDB restarted (down {self.plan.down_s:g}s)")
 
     def note(self, event: str) -> None:
@@ -208,7 +211,7 @@ class Chaos:
                 run(study, grace=10.0, max_attempts=self.plan.max_attempts, progress=False)
                 return
             except Exception:
-                self.tally.coordinator_restarts += 1
+                self.tally.counts["coordinator_restarts"] += 1
                 self.note("coordinator failed, restarting it: " + traceback.format_exc(limit=1))
                 time.sleep(2.0)
 
@@ -239,10 +242,7 @@ def analyse(chaos: Chaos) -> dict:
         "errored_while_holder_lived": len(errored_alive),
         "trial_epochs_thrown_away": round(runlog.thrown_away_s(runs)),
         "reaped_runs": sum(int(d.get("attempts") or 0) for d in docs),
-        "kills": chaos.tally.kills,
-        "sigterms": chaos.tally.terms,
-        "mongodb_restarts": chaos.tally.restarts,
-        "coordinator_restarts": chaos.tally.coordinator_restarts,
+        **{k: chaos.tally.counts[k] for k in FAULTS},
         "workers_started": len(chaos.procs),
         "twice_detail": _detail(twice),
     }
