@@ -277,3 +277,30 @@ def test_strix_mongoworker_refuses_code_it_was_not_allowed(mongo_url: str, db_na
         worker.run_one(reserve_timeout=30)
     (doc,) = list(mj.jobs.find({"exp_key": "refuse"}))
     assert doc["state"] == JOB_STATE_ERROR and "refusing" in doc["error"][1]
+
+
+def test_a_crafted_domain_runs_no_code_on_a_real_worker(
+    mongo_url: str, db_name: str, tmp_path: Path
+) -> None:
+    """Whoever can write GridFS replaces the Domain with a dotted-name gadget that reaches
+    ``exec`` through the allowed package; the worker marks the trial ERROR, runs nothing."""
+    from tests.store.test_domain import call, crafted
+
+    url = hyperopt_url(mongo_url, db_name)
+    trials = MongoTrials(url, exp_key="gadget")
+    post(trials, quadratic, 1)
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').write('x')"
+    gadget = crafted(
+        "tests.hyperopt_user.objective", "quadratic.__builtins__.get", call("exec"), call(payload)
+    )
+    trials.attachments["FMinIter_Domain"] = gadget
+    worker = strix_worker(mongo_url, db_name, tmp_path, "--exp-key=gadget", "--max-jobs=1", *ALLOW)
+    try:
+        assert worker.wait(timeout=120) == 0
+    finally:
+        stop_all([worker])
+    assert not marker.exists(), "the worker ran code from the database"
+    (doc,) = MongoTrials(url, exp_key="gadget").trials
+    assert doc["state"] == JOB_STATE_ERROR
+    assert "refusing to run code from tests.hyperopt_user.objective.quadratic" in doc["error"][1]
