@@ -8,7 +8,7 @@ unpickler must refuse every one of them; tests/store/test_domain.py builds the p
 
 from __future__ import annotations
 
-import os  # noqa: F401  (a module attribute that is itself a module: PKG.os)
+import os  # (a module attribute that is itself a module: PKG.os)
 from subprocess import Popen  # noqa: F401  (a library class re-exported by the package)
 
 evaluate = eval  # a builtin re-exported under another name

@@ -301,6 +301,6 @@ def test_a_crafted_domain_runs_no_code_on_a_real_worker(
     finally:
         stop_all([worker])
     assert not marker.exists(), "the worker ran code from the database"
-    (doc,) = MongoTrials(url, exp_key="gadget").trials
+    (doc,) = list(MongoJobs.new_from_connection_str(url).jobs.find({"exp_key": "gadget"}))
     assert doc["state"] == JOB_STATE_ERROR
     assert "refusing to run code from tests.hyperopt_user.objective.quadratic" in doc["error"][1]
