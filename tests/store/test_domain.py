@@ -158,3 +158,16 @@ def test_the_package_own_functions_cannot_be_rewritten() -> None:
     assert not hasattr(namespace.scaled, "strix_pwned")
     with pytest.raises(JobError, match="holds a function"):
         load_domain(crafted(NS, "scaled"), PKG)  # its own function is admitted (not a Domain)
+
+
+MATH = ["sin", "cos", "tan", "exp", "log", "sqrt", "maximum", "minimum", "pow", "neg", "abs"]
+
+
+def test_every_pure_math_node_of_pyll_is_admitted() -> None:
+    x = hp.uniform("x", 0.1, 1)
+    space = {name: getattr(scope, name) for name in MATH if hasattr(scope, name)}
+    params = {k: fn(x, x) if k in ("maximum", "minimum", "pow") else fn(x) for k, fn in space.items()}
+    params["cmp"] = [scope.eq(x, 1), scope.lt(x, 1), scope.le(x, 1), scope.gt(x, 1), scope.ge(x, 1)]
+    params["agg"] = [scope.sum([x, x]), scope.max(x, 1), scope.min(x, 1)]
+    domain = load_domain(cloudpickle.dumps(base.Domain(quadratic, params)), PKG)
+    assert domain.fn is quadratic

@@ -13,15 +13,19 @@ import math
 import multiprocessing as mp
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import gridfs
 import pytest
-from hyperopt import STATUS_OK, fmin, rand
+from hyperopt import STATUS_OK, fmin, hp, rand
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW
+from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.mongoexp import MongoWorker as HyperoptMongoWorker
+from hyperopt.mongoexp import ReserveTimeout
+from hyperopt.pyll import scope
 
 from shared.errors import JobError
 from shared.store import MongoJobs, MongoTrials, MongoWorker
@@ -304,3 +308,66 @@ def test_a_crafted_domain_runs_no_code_on_a_real_worker(
     (doc,) = list(MongoJobs.new_from_connection_str(url).jobs.find({"exp_key": "gadget"}))
     assert doc["state"] == JOB_STATE_ERROR
     assert "refusing to run code from tests.hyperopt_user.objective.quadratic" in doc["error"][1]
+
+
+class _WorkerThread(threading.Thread):
+    """What hyperopt's own tests do: a thread that calls ``MongoWorker.run_one`` in a loop
+    (an exception out of ``run_one`` ends the thread, as it ends hyperopt's)."""
+
+    def __init__(self, url: str, exp_key: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.exp_key, self.stop = url, exp_key, threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        mj = MongoJobs.new_from_connection_str(self.url)
+        worker = MongoWorker(mj, 0.5, None, self.exp_key, None, allow_modules=["tests.hyperopt_user"])
+        try:
+            while not self.stop.is_set():
+                try:
+                    worker.run_one(reserve_timeout=1.0)
+                except ReserveTimeout:
+                    continue
+        except BaseException as e:
+            self.error = e
+
+
+def _fmin_in_thread(space: dict, trials: MongoTrials, n: int) -> threading.Thread:
+    def go() -> None:
+        try:
+            fmin(quadratic, space, rand.suggest, n, trials=trials, show_progressbar=False)
+        except AllTrialsFailed:
+            pass  # every trial refused: fmin returns, and says so
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.usefixtures("in_tmp_dir")
+def test_pure_math_nodes_run_and_a_refused_study_neither_hangs_fmin_nor_ends_the_worker(
+    mongo_url: str, db_name: str
+) -> None:
+    url = hyperopt_url(mongo_url, db_name)
+    worker = _WorkerThread(url, "math")
+    worker.start()
+    try:
+        evil = {**SPACE, "x": scope.call_method(hp.uniform("x", 0, 1), "__sub__", 1.0)}
+        refused = _fmin_in_thread(evil, MongoTrials(url, exp_key="math"), 2)
+        refused.join(90)
+        assert not refused.is_alive(), "fmin waits forever for trials that never run"
+        assert worker.is_alive(), f"the worker thread died: {worker.error!r}"
+        math_space = {**SPACE, "x": scope.tan(scope.sin(hp.uniform("x", -5, 5)))}
+        trials = MongoTrials(url, exp_key="math")
+        ran = _fmin_in_thread(math_space, trials, 4)  # 2 more: this study holds 4 in all
+        ran.join(90)
+        assert not ran.is_alive() and worker.is_alive(), repr(worker.error)
+    finally:
+        worker.stop.set()
+        worker.join(30)
+    docs = list(MongoJobs.new_from_connection_str(url).jobs.find({"exp_key": "math"}))
+    states = sorted(d["state"] for d in docs)
+    assert states == [JOB_STATE_DONE] * 2 + [JOB_STATE_ERROR] * 2, states
+    for d in docs:
+        if d["state"] == JOB_STATE_ERROR:
+            assert "refusing a search space with a 'call_method' node" in d["error"][1]
