@@ -10,7 +10,8 @@ methods by name, so both are checked before anything runs:
   re-exported builtin or library class, and it never sets the state of a function,
   class or module (BUILD would rewrite installed code's attributes);
 * every node of the search-space graph must be a sampling or arithmetic node that
-  hyperopt's ``hp.*`` functions produce; ``call``/``call_method`` nodes are refused.
+  hyperopt's ``hp.*`` functions produce, or pure math (``scope.sin``...);
+  ``call``/``call_method``/``getattr`` nodes are refused.
 
 Code stored in the database never runs: an allowed objective is imported by name from
 the worker's own installed packages.
@@ -52,6 +53,8 @@ _SPACE_NODES = {
     *("normal", "qnormal", "lognormal", "qlognormal", "categorical", "randint_via_categorical"),
     *("int", "float", "bool", "len", "abs", "neg", "add", "sub", "mul", "truediv", "floordiv"),
     *("pow", "mod", "exp", "log", "sqrt", "maximum", "minimum", "round", "array_union"),
+    # the rest of pyll's pure math: numbers in, a number out, no names looked up
+    *("sin", "cos", "tan", "arctan", "sum", "max", "min", "eq", "lt", "le", "gt", "ge"),
 }
 _HOW_TO = (
     "workers only run functions of the installed `shared` package; post the study with "

@@ -166,7 +166,8 @@ MATH = ["sin", "cos", "tan", "exp", "log", "sqrt", "maximum", "minimum", "pow", 
 def test_every_pure_math_node_of_pyll_is_admitted() -> None:
     x = hp.uniform("x", 0.1, 1)
     space = {name: getattr(scope, name) for name in MATH if hasattr(scope, name)}
-    params = {k: fn(x, x) if k in ("maximum", "minimum", "pow") else fn(x) for k, fn in space.items()}
+    two = ("maximum", "minimum", "pow")
+    params = {k: fn(x, x) if k in two else fn(x) for k, fn in space.items()}
     params["cmp"] = [scope.eq(x, 1), scope.lt(x, 1), scope.le(x, 1), scope.gt(x, 1), scope.ge(x, 1)]
     params["agg"] = [scope.sum([x, x]), scope.max(x, 1), scope.min(x, 1)]
     domain = load_domain(cloudpickle.dumps(base.Domain(quadratic, params)), PKG)

@@ -5,8 +5,10 @@ itself changes only its import. Two differences, both on purpose: the Domain is 
 by Strix's restricted unpickler (a worker runs installed code only; pass
 ``allow_modules`` for your objective's package), and jobs whose ``cmd`` protocol is not
 ``domain_attachment`` (what ``fmin`` posts) are marked ERROR instead of importing or
-unpickling code named in the database. ``strix-worker`` is the full worker: resident,
-GPU-packing, heartbeating; this module is the minimal hyperopt-compatible one.
+unpickling code named in the database. A refused job is marked ERROR and ``run_one``
+returns (it does not raise), so ``fmin`` ends and a loop calling ``run_one`` goes on.
+``strix-worker`` is the full worker: resident, GPU-packing, heartbeating; this module is
+the minimal hyperopt-compatible one.
 """
 
 from __future__ import annotations
@@ -84,12 +86,17 @@ class MongoWorker(mongoexp.MongoWorker):
         job = self._reserve(host_id, reserve_timeout)
         trials = MongoTrials(self.mj, exp_key=job["exp_key"], refresh=False)
         ctrl = mongoexp.MongoCtrl(trials=trials, read_only=False, current_trial=job)
+        try:
+            fn = self._worker_fn(job, ctrl)
+        except JobError as e:  # refused code or space: ERROR now, and the caller's loop goes on
+            log.error("job %s refused: %s", job.get("tid"), e)
+            self.mj.update(job, {"state": State.ERROR, "error": (str(JobError), str(e))})
+            return
         workdir = self._workdir(job)
         handler = logging.FileHandler(self.logfilename) if self.logfilename else None
         if handler:
             logging.getLogger().addHandler(handler)
         try:
-            fn = self._worker_fn(job, ctrl)
             with temp_dir(workdir, erase_created_workdir), working_dir(workdir):
                 result = SONify(fn(spec_from_misc(job["misc"]), ctrl))
         except BaseException as e:
