@@ -77,11 +77,16 @@ def _own_code(obj: Any, packages: Iterable[str]) -> bool:
     return kind and _allowed_by(str(getattr(obj, "__module__", None) or ""), packages)
 
 
+class _Opcodes(dict):
+    def __missing__(self, key: int) -> Any:
+        raise pickle.UnpicklingError(f"invalid load key, {chr(key)!r}.")  # as C pickle says
+
+
 class _SafeUnpickler(pickle._Unpickler):  # the Python one: BUILD can be checked
     def __init__(self, blob: bytes, allow_modules: tuple[str, ...]) -> None:
         super().__init__(io.BytesIO(blob))
         self.allow_modules = allow_modules
-        self.dispatch = {**self.dispatch, pickle.BUILD[0]: _SafeUnpickler.load_build}
+        self.dispatch = _Opcodes({**self.dispatch, pickle.BUILD[0]: _SafeUnpickler.load_build})
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _CLASSES:
