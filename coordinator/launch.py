@@ -22,6 +22,7 @@ from shared.errors import ConfigError
 from shared.training import backend
 
 if TYPE_CHECKING:  # heavy imports (TensorFlow, OpenCV, hyperopt) wait until they are needed
+    from coordinator.study.local import LocalWorkers
     from coordinator.study.study import Study
     from shared.data.spec import DataSpec
     from shared.store import Store
@@ -321,14 +322,20 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
     )
 
 
-def worker_args(cfg: LaunchConfig, url: str, data_dir: str | None) -> list[str]:
-    args = ["--mongo", url, "--exp-key", cfg.exp_key] + (["--db", cfg.db] if cfg.db else [])
+def worker_args(cfg: LaunchConfig, data_dir: str | None) -> list[str]:
+    """A local worker's command line. No --mongo: the URI may hold a password, and a
+    command line is world-readable (``ps``); the worker gets it in its environment.
+    --workdir and --weights-dir admit this study's own --tb-dir and --weights file."""
+    args = ["--exp-key", cfg.exp_key] + (["--db", cfg.db] if cfg.db else [])
     args += ["--heartbeat", str(cfg.heartbeat), "--max-attempts", str(cfg.max_attempts)]
     args += ["--home", str(cfg.home), "--backend", cfg.backend, "--precision", cfg.precision]
+    weights_file = cfg.weights not in (None, "imagenet")
+    weights_dir = cfg.weights_dir or (str(Path(cfg.weights).parent) if weights_file else None)
     for flag, value in (
         ("--data-dir", data_dir),
         ("--cache-dir", cfg.cache_dir),
-        ("--weights-dir", cfg.weights_dir),
+        ("--weights-dir", weights_dir),
+        ("--workdir", cfg.tb_dir),
         ("--gpu-capacity", cfg.gpu_capacity),
     ):
         if value is not None:
@@ -380,15 +387,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_workers(cfg: LaunchConfig, url: str, source: dict) -> object:
-    from coordinator.study.local import LocalWorkers
+def _local_workers(cfg: LaunchConfig, url: str, source: dict) -> LocalWorkers:
     from shared.data.cache import prepare
 
     data_dir = source.get("dir")
     prepare(data_spec(cfg), data_dir=data_dir, cache_dir=cfg.cache_dir, progress=cfg.progress)
+    workers = local_workers(cfg, url, data_dir)
+    print(f"worker logs: {workers.log_dir}")
+    return workers
+
+
+def local_workers(cfg: LaunchConfig, url: str, data_dir: str | None) -> LocalWorkers:
+    """The study's local workers, not yet started; the URI goes in their environment."""
+    from coordinator.study.local import LocalWorkers
+
     logs = cfg.home / "logs" / cfg.exp_key
-    print(f"worker logs: {logs}")
-    return LocalWorkers(cfg.local_workers, worker_args(cfg, url, data_dir), logs)
+    env = {defaults.ENV_MONGO: url}
+    return LocalWorkers(cfg.local_workers, worker_args(cfg, data_dir), logs, env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -535,10 +535,10 @@ JOB_ERRORS = {
     "garbled": "trial spec cannot be evaluated: NotImplementedError: ('multiple values', ('x', "
     "'garbage'))",
     "nomisc": "trial spec cannot be evaluated: KeyError: 'misc'",
-    "tbdir": "refusing the trial's tb_dir {roots}/evil/tbdir/trial-0: a worker writes only "
+    "tbdir": "refusing the trial's tb_dir {roots}/evil/tbdir/trial-{tid}: a worker writes only "
     "under its --workdir {roots}/work; launch with a --tb-dir inside it, or start the worker "
     "with a --workdir that holds the study's --tb-dir",
-    "tblink": "refusing the trial's tb_dir {roots}/evil/tblink/trial-0: a worker writes only "
+    "tblink": "refusing the trial's tb_dir {roots}/evil/tblink/trial-{tid}: a worker writes only "
     "under its --workdir {roots}/work; launch with a --tb-dir inside it, or start the worker "
     "with a --workdir that holds the study's --tb-dir",
     "weights": "refusing the trial's weights {roots}/stolen.h5: a worker loads weight files "
@@ -552,7 +552,7 @@ JOB_ERRORS = {
 def test_broken_job_is_marked_error_with_a_reason(broken_jobs, key: str) -> None:
     res, docs, roots = broken_jobs
     doc = docs[key]
-    reason = JOB_ERRORS[key].format(roots=os.path.realpath(roots))
+    reason = JOB_ERRORS[key].format(roots=os.path.realpath(roots), tid=doc.get("tid"))
     assert doc["state"] == 3, (doc, res.stderr[-3000:])
     assert doc["error"] == ["strix", reason]
     assert doc["result"] == {"status": "fail", "reason": reason}
