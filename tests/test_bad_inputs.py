@@ -255,6 +255,20 @@ def test_wrong_password_is_refused_and_redacted(mongo_url: str) -> None:
     assert "example-wrong-pw" not in res.stderr + res.stdout
 
 
+@pytest.mark.parametrize(
+    "query, error",
+    [
+        ("proxyPassword=example-proxy-pw", "malformed MongoDB URI 'mongodb://"),
+        ("tlsCertificateKeyFilePassword=example-key-pw", "cannot reach MongoDB at mongodb://"),
+    ],
+)
+def test_a_secret_query_option_is_never_shown(mongo_url: str, query: str, error: str) -> None:
+    """Where the worker names its store (the start line, every error): no secret option."""
+    res = _cli("-m", "worker", "--mongo", f"{mongo_url}/?{query}", "--reserve-timeout", "0.5")
+    assert error in _error_line(res)
+    assert query.split("=")[1] not in res.stderr + res.stdout, res.stderr[-2000:]
+
+
 # --- the dataset -------------------------------------------------------------------------------
 
 
