@@ -110,11 +110,17 @@ def test_host_and_port_resolve_flag_then_environment_then_default(monkeypatch):
     from coordinator.dashboard import build_parser, resolve
 
     monkeypatch.delenv("STRIX_DASHBOARD_HOST", raising=False)
+    monkeypatch.delenv("STRIX_DASHBOARD_TOKEN", raising=False)
     monkeypatch.setenv("STRIX_DASHBOARD_PORT", "8123")
-    assert resolve(build_parser().parse_args([])) == ("127.0.0.1", 8123)
-    assert resolve(build_parser().parse_args(["--port", "0"])) == ("127.0.0.1", 0)
+    got = resolve(build_parser().parse_args([]))
+    assert (got.host, got.port, got.token) == ("127.0.0.1", 8123, None), "loopback: no token"
+    assert resolve(build_parser().parse_args(["--port", "0"])).port == 0
     monkeypatch.setenv("STRIX_DASHBOARD_HOST", "::1")
-    assert resolve(build_parser().parse_args([]))[0] == "::1"
+    assert resolve(build_parser().parse_args([])).host == "::1"
+    public = resolve(build_parser().parse_args(["--host", "0.0.0.0"]))
+    assert public.generated and len(public.token) >= 32 and public.token not in repr(public)
+    monkeypatch.setenv("STRIX_DASHBOARD_TOKEN", "t" * 20)
+    assert resolve(build_parser().parse_args(["--host", "0.0.0.0"])).token == "t" * 20
 
 
 def test_bad_port_is_one_line():
@@ -156,7 +162,11 @@ def test_beyond_loopback_every_page_and_api_call_needs_the_token(mongo_server, d
             status, body = http(base + path)
             assert status == 401 and "token" in str(body), (path, status, body)
         assert http(f"{base}/api/studies", headers={"Authorization": f"Bearer {token}"})[0] == 200
-        assert http(f"{base}/dashboard?token={token}")[0] == 200  # the link: cookie, redirect
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(f"{base}/dashboard?token={token}", timeout=60) as page:  # the link
+            assert page.status == 200 and page.url == f"{base}/dashboard", "token left the URL"
+        with browser.open(f"{base}/api/studies", timeout=60) as api:  # the cookie logs it in
+            assert api.status == 200
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
