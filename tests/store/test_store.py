@@ -35,20 +35,20 @@ def test_uri_forms_and_redaction() -> None:
 # Every secret-bearing part of a URI that pymongo documents (its URI options spec's
 # sensitive options, and every authMechanismProperties key it does not list as safe to show).
 SECRET_URIS = {
-    "userinfo": "mongodb://alice:Sx1@h:27017/",
-    "userinfo, escaped": "mongodb://alice:p%40Sx2%2Fw@h/?authSource=admin",
-    "userinfo, unescaped / and @": "mongodb://alice:p/S@x3@h/",
-    "srv userinfo": "mongodb+srv://alice:Sx4@c.example.com/?tls=true",
-    "hyperopt form": "mongo://alice:Sx5@h:27017/db/jobs",
-    "tlsCertificateKeyFilePassword": "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=Sx6",
-    "any case": "mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=Sx7&w=1",
-    "proxyPassword": "mongodb://h/?proxyHost=p&proxyUsername=Sx8&proxyPassword=Sx9",
-    "AWS_SESSION_TOKEN": "mongodb://AKIA:Sx10@h/?authMechanism=MONGODB-AWS"
-    "&authMechanismProperties=AWS_SESSION_TOKEN:Sx11",
+    "userinfo": "mongodb://alice:example-Sx1@h:27017/",
+    "userinfo, escaped": "mongodb://alice:p%40example-Sx2%2Fw@h/?authSource=admin",
+    "userinfo, unescaped / and @": "mongodb://alice:p/S@x3-example@h/",
+    "srv userinfo": "mongodb+srv://alice:example-Sx4@c.example.com/?tls=true",
+    "hyperopt form": "mongo://alice:example-Sx5@h:27017/db/jobs",
+    "tlsCertificateKeyFilePassword": "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=example-Sx6",
+    "any case": "mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=example-Sx7&w=1",
+    "proxyPassword": "mongodb://h/?proxyHost=p&proxyUsername=example-Sx8&proxyPassword=example-Sx9",
+    "AWS_SESSION_TOKEN": "mongodb://AKIA:example-Sx10@h/?authMechanism=MONGODB-AWS"
+    "&authMechanismProperties=AWS_SESSION_TOKEN:example-Sx11",
     "AWS_SESSION_TOKEN, escaped": "mongodb://h/?authMechanismProperties=SERVICE_NAME%3Amongodb"
     "%2CAWS_SESSION_TOKEN%3ASx12&appname=a",
-    "an unknown property": "mongodb://h/?authMechanismProperties=SERVICE_NAME:m,CUSTOM:Sx13",
-    "in a sentence": "cannot reach mongodb://u:Sx14@h/?proxyPassword=Sx15; is it up?",
+    "an unknown property": "mongodb://h/?authMechanismProperties=SERVICE_NAME:m,CUSTOM:example-Sx13",
+    "in a sentence": "no mongodb://u:example-Sx14@h/?proxyPassword=example-Sx15; is it up?",
 }
 
 
