@@ -109,8 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--patience", type=int, default=defaults.PATIENCE, help="early-stopping patience")
     a("--seed", type=int, help="seed for TPE and for training")
     a("--local-workers", type=int, default=0, help="start N workers on this host")
-    a("--weights", help="pretrained models: imagenet (the default), none, or a local .h5 file")
-    a("--tb-dir", help="write TensorBoard logs of every trial under this (shared) directory")
+    a(
+        "--weights",
+        help="pretrained models: imagenet (the default), none, or an .h5 file in the workers' "
+        "--weights-dir",
+    )
+    a(
+        "--tb-dir",
+        help="write TensorBoard logs of every trial under this (shared) directory; it must lie "
+        "in the workers' --workdir",
+    )
     a("--resource", choices=catalog.RESOURCES, help="override the model's resource class")
     a("--clamp", action="store_true", help="limit num_blocks to what the image size allows")
     a("--augment", action="store_true", help="also tune crop/flip/rotate augmentation")

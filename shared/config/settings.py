@@ -105,7 +105,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             env=d.ENV_DATA_DIR, metavar="DIR", group=_DATA),
     Setting("cache_dir", "prepared-data cache (default: <home>/cache)", env=d.ENV_CACHE_DIR,
             metavar="DIR", group=_DATA),
-    Setting("weights_dir", "local ImageNet weight files for offline hosts",
+    Setting("weights_dir", "local ImageNet weight files for offline hosts (a study's "
+            "--weights file must lie in it)",
             env=d.ENV_WEIGHTS_DIR, metavar="DIR", group=_DATA),
     Setting("exp_key", "study name", metavar="KEY", group=_STUDY),
     Setting("heartbeat", "seconds between worker heartbeats", d.HEARTBEAT_S, float,
@@ -131,7 +132,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             d.MAX_CONSECUTIVE_FAILURES, int, check=at_least(1), group=_WORKER),
     Setting("last_job_timeout", "take no new trial after this many seconds", None, float,
             check=positive, group=_WORKER),
-    Setting("workdir", "directory trials run in (must be writable)", metavar="DIR",
+    Setting("workdir", "directory trials run in (must be writable; a study's --tb-dir must "
+            "lie in it)", metavar="DIR",
             group=_WORKER),
     Setting("allow_module", "also run objectives from this installed package (repeatable or "
             "comma-separated)", (), _csv, env=d.ENV_ALLOW_MODULES, metavar="PKG",
