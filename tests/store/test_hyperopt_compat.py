@@ -374,3 +374,28 @@ def test_pure_math_nodes_run_and_a_refused_study_neither_hangs_fmin_nor_ends_the
     assert [d["state"] for d in docs] == [JOB_STATE_ERROR] * 2
     for d in docs:
         assert "refusing a search space with a 'call_method' node" in d["error"][1]
+
+
+def test_a_job_cannot_choose_where_the_minimal_worker_works(
+    mongo_url: str, db_name: str, in_tmp_dir: Path
+) -> None:
+    """hyperopt's worker runs a trial in ``misc.workdir``, a path the database chooses; Strix's
+    takes it only inside its own working directory."""
+    url = hyperopt_url(mongo_url, db_name)
+    post(MongoTrials(url, exp_key="where"), quadratic, 2)
+    mj = MongoJobs.new_from_connection_str(url)
+    outside, inside = in_tmp_dir.parent / f"evil-{db_name}", in_tmp_dir / "runs"
+    for doc, workdir in zip(mj.jobs.find({"exp_key": "where"}), (outside, inside), strict=True):
+        mj.jobs.update_one({"_id": doc["_id"]}, {"$set": {"misc.workdir": str(workdir)}})
+    worker = MongoWorker(mj, 1.1, None, "where", None, allow_modules=["tests.hyperopt_user"])
+    worker.run_one(reserve_timeout=30)
+    worker.run_one(reserve_timeout=30)
+    assert not outside.exists() and inside.is_dir()
+    states = {d["misc"]["workdir"]: d for d in mj.jobs.find({"exp_key": "where"})}
+    assert states[str(inside)]["state"] == JOB_STATE_DONE
+    refused = states[str(outside)]
+    assert refused["state"] == JOB_STATE_ERROR
+    assert refused["error"][1] == (
+        f"refusing the trial's workdir {outside}: this worker runs trials only under "
+        f"{in_tmp_dir} (its --workdir, else its current directory)"
+    )
