@@ -396,6 +396,7 @@ def test_a_job_cannot_choose_where_the_minimal_worker_works(
     refused = states[str(outside)]
     assert refused["state"] == JOB_STATE_ERROR
     assert refused["error"][1] == (
-        f"refusing the trial's workdir {outside}: this worker runs trials only under "
-        f"{in_tmp_dir} (its --workdir, else its current directory)"
+        f"refusing the trial's workdir {outside}: this worker runs trials only under its "
+        f"current directory {in_tmp_dir.resolve()}; start it where that directory is, or pass "
+        "workdir="
     )

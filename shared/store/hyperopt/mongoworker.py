@@ -65,10 +65,19 @@ class MongoWorker(mongoexp.MongoWorker):
             time.sleep(1 + float(os.urandom(1)[0]) / 255 * max(float(self.poll_interval) - 1, 0))
 
     def _workdir(self, job: dict) -> str:
-        workdir = self.workdir
-        if workdir is None:
-            workdir = os.path.join(job["misc"].get("workdir") or os.getcwd(), str(job["_id"]))
-        return os.path.abspath(os.path.expanduser(workdir))
+        """Its own workdir, else ``<misc.workdir or cwd>/<job id>``: a path the database
+        chooses, so it is taken only inside the current directory."""
+        if self.workdir is not None:
+            return os.path.abspath(os.path.expanduser(self.workdir))
+        given = job["misc"].get("workdir")
+        root = os.path.realpath(os.getcwd())
+        workdir = os.path.realpath(os.path.join(root, str(given or "."), str(job["_id"])))
+        if os.path.commonpath([root, workdir]) != root:
+            raise JobError(
+                f"refusing the trial's workdir {given}: this worker runs trials only under its "
+                f"current directory {root}; start it where that directory is, or pass workdir="
+            )
+        return workdir
 
     def _worker_fn(self, job: dict, ctrl: mongoexp.MongoCtrl) -> Any:
         protocol, name = job["misc"]["cmd"][:2]
@@ -87,12 +96,11 @@ class MongoWorker(mongoexp.MongoWorker):
         trials = MongoTrials(self.mj, exp_key=job["exp_key"], refresh=False)
         ctrl = mongoexp.MongoCtrl(trials=trials, read_only=False, current_trial=job)
         try:
-            fn = self._worker_fn(job, ctrl)
-        except JobError as e:  # refused code or space: ERROR now, and the caller's loop goes on
+            fn, workdir = self._worker_fn(job, ctrl), self._workdir(job)
+        except JobError as e:  # refused code, space or path: ERROR now, the caller's loop goes on
             log.error("job %s refused: %s", job.get("tid"), e)
             self.mj.update(job, {"state": State.ERROR, "error": (str(JobError), str(e))})
             return
-        workdir = self._workdir(job)
         handler = logging.FileHandler(self.logfilename) if self.logfilename else None
         if handler:
             logging.getLogger().addHandler(handler)
