@@ -19,16 +19,8 @@ from typing import Any
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.store import Store
-from shared.training import backend
-from shared.training.jobs import (
-    JobConfig,
-    Outcome,
-    RunContext,
-    parse_config,
-    run_context,
-    runner,
-    trial_paths,
-)
+from shared.training import backend, jobs
+from shared.training.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from worker import pruner
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
@@ -354,7 +346,7 @@ class Worker:
             raise JobError(f"trial spec cannot be evaluated: {type(e).__name__}: {e}") from None
         parsed = parse_config(config)  # garbled or other-version jobs fail here
         ctx = RunContext(job=job, weights_dir=self.cfg.weights_dir, work_dir=self._work_dir())
-        trial_paths(parsed, ctx)  # a path outside this worker's directories: ERROR now
+        jobs.trial_paths(parsed, ctx)  # a path outside this worker's directories: ERROR now
         return domain, spec, parsed
 
     def _work_dir(self) -> str | None:

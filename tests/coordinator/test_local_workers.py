@@ -29,7 +29,7 @@ def test_local_workers_get_the_uri_outside_their_command_line(
     url = f"{mongo_url}/?appname={SECRET}"  # stands for any secret the URI carries
     argv = ["--exp-key", "cmdline", "--home", str(tmp_path / "home"), "--db", db_name]
     cfg = resolve(build_parser().parse_args([*argv, "--local-workers", "1"]))
-    workers = local_workers(cfg, url, None)
+    workers = local_workers(cfg, url, None, prepare=False)
     workers.start()
     helper = start_worker(url, db_name, "--exp-key", "cmdline", log=tmp_path / "helper.log")
     try:
