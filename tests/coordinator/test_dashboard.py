@@ -242,6 +242,23 @@ def test_every_strix_space_maps_to_distributions_that_hold_its_samples(model: st
         assert dists["conv"].choices == (0, 1, 2)
 
 
+def test_a_crafted_domain_runs_no_code_on_the_dashboard(store: Store, tmp_path: Path):
+    """The dashboard unpickles every study's Domain, with its own --allow-module: the
+    dotted-name gadget that reaches ``exec`` through the allowed package runs nothing."""
+    from tests.store.test_domain import call, crafted
+
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').write('x')"
+    gadget = crafted(
+        "tests.hyperopt_user.objective", "quadratic.__builtins__.get", call("exec"), call(payload)
+    )
+    store.trials("gadget", refresh=False).attachments["FMinIter_Domain"] = gadget
+    insert_toy_jobs(store, "gadget", 1)
+    storage = StrixStorage(store, ttl_s=0.0, allow_modules=["tests.hyperopt_user"])
+    (trial,) = storage.get_all_trials(study_id(storage, "gadget"))
+    assert trial.params == {"x": 0.5} and not marker.exists()
+
+
 def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
     import numpy as np
     from hyperopt import hp
