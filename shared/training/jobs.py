@@ -255,10 +255,12 @@ def _trial_tb_dir(tb_dir: str | None, job: dict | None, work_dir: str | None) ->
 def resolve_weights(model: str, weights: str | None, weights_dir: str | None) -> str | None:
     """ "imagenet" means the local file in ``weights_dir`` when there is one (offline); any
     other file must lie in ``weights_dir`` (a relative name is taken there)."""
-    from shared.models import default_weights
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        from shared.models import default_weights  # imports Keras: only for Keras trials
 
-    if weights is None or weights == "imagenet":
-        return default_weights(model, weights_dir) if weights == "imagenet" else None
+        return default_weights(model, weights_dir)
     inside = confined(weights, weights_dir)
     if inside is None:
         shown = _shown(os.path.join(weights_dir or ".", weights))
