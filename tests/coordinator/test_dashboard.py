@@ -197,6 +197,19 @@ def test_the_token_from_the_environment_is_never_printed(mongo_server, db_name):
     assert token not in first + out + err
 
 
+def test_the_request_log_never_shows_the_token(store: Store, caplog):
+    import logging
+
+    token = f"log-token-{uuid.uuid4().hex}"
+    caplog.set_level(logging.DEBUG, logger="coordinator.dashboard")
+    with serving(store, token=token) as (url, _):
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(f"{url}/api/studies?token={token}", timeout=60) as login:
+            assert login.status == 200
+        assert http(f"{url}/api/studies", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    assert "token=***" in caplog.text and token not in caplog.text
+
+
 def test_a_short_token_is_refused_in_one_line():
     env = {**os.environ, "STRIX_DASHBOARD_TOKEN": "abc"}
     cmd = [
