@@ -20,7 +20,7 @@ from typing import Any
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.store import Store
-from shared.training import backend
+from shared.training import backend, jobs
 from shared.training.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from worker import pruner
 from worker.config import WorkerConfig
@@ -233,6 +233,7 @@ class Worker:
             job=job,
             weights_dir=self.cfg.weights_dir,
             cache_dir=self.cfg.cache_dir,
+            work_dir=self._work_dir(),
         )
         if config.model != "toy":
             backend.load_quietly()  # the first Keras trial imports TensorFlow: without its noise
@@ -355,7 +356,13 @@ class Worker:
             config = pyll.rec_eval(domain.expr, memo=domain.memo_from_config(spec))
         except Exception as e:
             raise JobError(f"trial spec cannot be evaluated: {type(e).__name__}: {e}") from None
-        return domain, spec, parse_config(config)  # garbled or other-version jobs fail here
+        parsed = parse_config(config)  # garbled or other-version jobs fail here
+        ctx = RunContext(job=job, weights_dir=self.cfg.weights_dir, work_dir=self._work_dir())
+        jobs.trial_paths(parsed, ctx)  # a path outside this worker's directories: ERROR now
+        return domain, spec, parsed
+
+    def _work_dir(self) -> str | None:
+        return None if self.cfg.workdir is None else str(self.cfg.workdir)
 
     def _load_data(self, spec: Any) -> Any:
         from shared.data.cache import load

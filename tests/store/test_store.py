@@ -32,6 +32,38 @@ def test_uri_forms_and_redaction() -> None:
         parse_target("localhost:27017")
 
 
+# Every secret-bearing part of a URI that pymongo documents (its URI options spec's
+# sensitive options, and every authMechanismProperties key it does not list as safe to show).
+SECRET_URIS = {
+    "userinfo": "mongodb://alice:example-Sx1@h:27017/",
+    "userinfo, escaped": "mongodb://alice:p%40example-Sx2%2Fw@h/?authSource=admin",
+    "userinfo, unescaped / and @": "mongodb://alice:p/S@x3-example@h/",
+    "srv userinfo": "mongodb+srv://alice:example-Sx4@c.example.com/?tls=true",
+    "hyperopt form": "mongo://alice:example-Sx5@h:27017/db/jobs",
+    "tlsCertificateKeyFilePassword": "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=example-Sx6",
+    "any case": "mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=example-Sx7&w=1",
+    "proxyPassword": "mongodb://h/?proxyHost=p&proxyUsername=example-Sx8&proxyPassword=example-Sx9",
+    "AWS_SESSION_TOKEN": "mongodb://AKIA:example-Sx10@h/?authMechanism=MONGODB-AWS"
+    "&authMechanismProperties=AWS_SESSION_TOKEN:example-Sx11",
+    "AWS_SESSION_TOKEN, escaped": "mongodb://h/?authMechanismProperties=SERVICE_NAME%3Amongodb"
+    "%2CAWS_SESSION_TOKEN%3ASx12&appname=a",
+    "an unknown property": "mongodb://h/?authMechanismProperties=SERVICE_NAME:m,CUSTOM:example-Sx13",
+    "in a sentence": "no mongodb://u:example-Sx14@h/?proxyPassword=example-Sx15; is it up?",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SECRET_URIS))
+def test_redact_hides_every_secret_pymongo_documents(case: str) -> None:
+    import re
+
+    uri = SECRET_URIS[case]
+    shown = redact(uri)
+    assert not re.search(r"Sx\d+", shown), shown
+    assert "mongo" in shown and "***" in shown, shown
+    if "SERVICE_NAME" in uri:
+        assert "SERVICE_NAME" in shown and "m" in shown, "what is safe to show stays"
+
+
 def test_unreachable_server_is_one_clear_line() -> None:
     with pytest.raises(StoreUnavailable) as err:
         connect("mongodb://u:examplepw@127.0.0.1:1/", timeout_ms=300)
