@@ -34,6 +34,7 @@ OPTIMIZERS = ["adam", "adamax", "nadam", "rms-prop"]
 ACTIVATIONS = ["relu", "selu", "tanh"]
 FCL_SIZES = [512, 768, 1024, 1536]
 AUG_CHOICES = [0.0, 0.5]
+CONVSTRIX_MAX_BLOCKS = 6  # the seed's deepest ConvStrix (needs >= 32 px)
 
 
 def max_blocks(image_size: int) -> int:
@@ -84,7 +85,9 @@ def convstrix_space(
 ) -> dict:
     """Seed Part III ConvStrix space; ``clamp`` caps num_blocks at :func:`max_blocks`."""
     _check_clamp(clamp, image_size)
-    high = min(6, max_blocks(image_size)) if clamp and image_size is not None else 6
+    high = CONVSTRIX_MAX_BLOCKS
+    if clamp and image_size is not None:
+        high = min(high, max_blocks(image_size))
     space = {
         **_train_keys(),
         "num_blocks": _int_range("num_blocks", min(2, high), high),

@@ -61,10 +61,27 @@ def reason_of(doc: dict) -> str:
     return " ".join(str(reason or "no reason recorded").split())
 
 
-def common_reasons(rows: list[dict], n: int = 3, width: int = 120) -> list[tuple[str, int]]:
-    """The ``n`` most frequent failure reasons, each cut to ``width`` characters."""
+def common_reasons(rows: list[dict], n: int = 3, width: int | None = 120) -> list[tuple[str, int]]:
+    """The ``n`` most frequent failure reasons, each cut to ``width`` characters (None:
+    whole)."""
     counts = Counter(r["reason"][:width] for r in rows)
     return counts.most_common(n)
+
+
+def no_success_text(store: Store, exp_key: str) -> str | None:
+    """For a study that ended without one ok trial: why, in full (the most common reason,
+    not cut), and where to read the others; None when some trial succeeded."""
+    if store.tally(exp_key)["ok"]:
+        return None
+    rows = failed_trials(store, exp_key)
+    if not rows:
+        return f"study {exp_key} ended without any finished trial"
+    (reason, count), *_ = common_reasons(rows, 1, width=None)
+    return (
+        f"study {exp_key} ended without one ok trial; the most common reason ({count} of "
+        f"{len(rows)} failed): {reason}\n(all of them: strix results --exp-key {exp_key} "
+        "--state failed)"
+    )
 
 
 def reasons_text(reasons: list[tuple[str, int]]) -> str:
