@@ -7,6 +7,7 @@ entry with its Keras builder and ``shared.spaces`` with its search space.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from shared.errors import ConfigError
@@ -14,6 +15,7 @@ from shared.errors import ConfigError
 VGG19_WEIGHTS = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 MOBILENET_V2_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 RESOURCES = ("light", "heavy")
+CONVSTRIX_MAX_BLOCKS = 6  # the seed's deepest ConvStrix (needs >= 32 px)
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,10 @@ def check_size(name: str, size: int) -> None:
         raise ConfigError(
             f"--image-size {size} is too small for {name}; it needs at least {e.min_size}"
         )
+
+
+def max_blocks(image_size: int) -> int:
+    """Deepest ConvStrix for a side of ``image_size`` px: n blocks pool n-1 times by 2."""
+    if int(image_size) < 1:
+        raise ConfigError(f"image_size={image_size!r}; expected a positive number of pixels")
+    return math.floor(math.log2(int(image_size))) + 1

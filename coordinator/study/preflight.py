@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from shared import catalog
+from shared.catalog import CONVSTRIX_MAX_BLOCKS, max_blocks
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,6 @@ def check_weights(model: str, weights: str | None, weights_dir: str | None, loca
 
 def size_problem(model: str, image_size: int, clamp: bool) -> str | None:
     """Why some draws of the model's space cannot be built at ``image_size``, or None."""
-    from shared.spaces import CONVSTRIX_MAX_BLOCKS, max_blocks
-
     if model != "convstrix" or clamp:
         return None
     deepest = max_blocks(image_size)
@@ -95,8 +94,6 @@ def size_problem(model: str, image_size: int, clamp: bool) -> str | None:
 
 def clamp_note(model: str, image_size: int, clamp: bool) -> str | None:
     """The line that says what ``--clamp`` changed, when it changed anything."""
-    from shared.spaces import CONVSTRIX_MAX_BLOCKS, max_blocks
-
     if model != "convstrix" or not clamp or max_blocks(image_size) >= CONVSTRIX_MAX_BLOCKS:
         return None
     deepest = max_blocks(image_size)
