@@ -54,3 +54,65 @@ def test_readme_commands_work_in_a_new_shell(data_dir: Path, tmp_path: Path) -> 
         res = subprocess.run(argv, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, f"{command}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
         assert "Traceback" not in res.stderr, command
+
+
+def coming_from_hyperopt() -> str:
+    """The bash block of README's 'Coming from hyperopt' section."""
+    section = README.split("## Coming from hyperopt", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "README lost its hyperopt migration commands"
+    return block.group(1)
+
+
+def _hyperopt_env(tmp_path: Path, port: int) -> dict:
+    """A new shell: the repository on PYTHONPATH (as the editable install provides it),
+    Strix's home in tmp_path, and the port this test owns instead of 27017."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIX_")}
+    env |= {"STRIX_HOME": str(tmp_path / "home"), "STRIX_EMBEDDED_PORT": str(port)}
+    return env | {"PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.slow
+def test_the_hyperopt_migration_runs_as_the_readme_shows(tmp_path: Path) -> None:
+    """README's commands, in order, in bash: the embedded server, the worker with the
+    package importable and allowed, the unchanged script. The one change: the port (in
+    the commands and in a copy of examples/hyperopt), as this test cannot own 27017."""
+    import shutil
+
+    from shared.store.embedded import free_port
+
+    port = free_port()
+    example = tmp_path / "examples" / "hyperopt"
+    shutil.copytree(ROOT / "examples" / "hyperopt", example)
+    search = example / "search.py"
+    search.write_text(search.read_text().replace("27017", str(port)))
+    script = coming_from_hyperopt().replace("27017", str(port))
+    script = script.replace("cd examples/hyperopt", f"cd {example}")
+    script = f"set -e\n{script}\nkill $!; wait || true\nstrix mongo stop\n"
+    res = subprocess.run(
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env=_hyperopt_env(tmp_path, port),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    best = re.search(r"^\{'x': (\S+)\}$", res.stdout, re.M)  # search.py prints fmin's dict
+    assert best and -10 <= float(best.group(1)) <= 10, res.stdout
+    assert "stopped mongodb://" in res.stdout
+    _count_done(tmp_path, port)
+
+
+def _count_done(tmp_path: Path, port: int) -> None:
+    """The 10 trials are DONE in the README's database (restart the server to look)."""
+    from shared.store import State, connect
+    from shared.store.embedded import start_embedded
+
+    server = start_embedded(tmp_path / "home" / "mongo", port=port)
+    try:
+        store = connect(server.url, "foo_db")
+        assert len(store.trials_in("exp1", [State.DONE])) == 10
+        store.close()
+    finally:
+        server.stop()
