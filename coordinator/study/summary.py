@@ -88,11 +88,22 @@ def reasons_text(reasons: list[tuple[str, int]]) -> str:
     return "; ".join(f"{count}x {reason}" for reason, count in reasons)
 
 
+def trial_seconds(doc: dict) -> float | None:
+    """A trial's seconds, one definition for results, report and the dashboard: its wall
+    time on the worker, from reservation to stored result (model build and data loading
+    included, what a user waits for); for jobs without both stamps, the training time the
+    result recorded. Rounded to 0.1 s."""
+    start, end = as_epoch(doc.get("started")), as_epoch(doc.get("ended"))
+    seconds = end - start if start is not None and end is not None else None
+    if seconds is None:
+        recorded = (doc.get("result") or {}).get("train_seconds")
+        seconds = float(recorded) if isinstance(recorded, int | float) else None
+    return None if seconds is None else round(seconds, 1)
+
+
 def trial_row(doc: dict) -> dict:
     result = doc.get("result") or {}
     worker = doc.get("worker") or {}
-    start, end = doc.get("started"), doc.get("ended")
-    duration = end - start if start and end else result.get("train_seconds")
     params = (doc.get("spec") or {}).get("params", {})
     return {
         "tid": doc.get("tid"),
@@ -100,7 +111,7 @@ def trial_row(doc: dict) -> dict:
         "val_accuracy": result.get("val_accuracy"),
         "epochs": result.get("epochs"),
         "pruned_at": result.get("pruned_at_epoch"),  # None: the trial was not pruned
-        "seconds": round(duration, 1) if duration is not None else None,
+        "seconds": trial_seconds(doc),
         "host": worker.get("host"),
         "gpu": worker.get("gpu"),
         "params": _flat(params),
