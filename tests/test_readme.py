@@ -25,10 +25,16 @@ def after_the_demo() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line]
 
 
+def demo_flags() -> list[str]:
+    """The `strix launch` flags scripts/demo.sh runs with (its DEMO=(...) array)."""
+    demo = re.search(r"\nDEMO=\((.*?)\)", (ROOT / "scripts" / "demo.sh").read_text(), re.S)
+    assert demo, "scripts/demo.sh lost its DEMO=(...) flags"
+    return shlex.split(demo.group(1))
+
+
 def test_readme_names_the_study_the_demo_creates() -> None:
-    demo = (ROOT / "scripts" / "demo.sh").read_text().split("\nexec ", 1)[1]
-    size = re.search(r"--image-size (\d+)", demo).group(1)
-    model = re.search(r"--model (\w+)", demo).group(1)
+    flags = demo_flags()
+    size, model = flags[flags.index("--image-size") + 1], flags[flags.index("--model") + 1]
     assert all(f"--exp-key {model}-{size}px" in c for c in after_the_demo() if "--exp-key" in c)
     assert len(after_the_demo()) >= 4
 
@@ -38,12 +44,13 @@ def test_readme_commands_work_in_a_new_shell(data_dir: Path, tmp_path: Path) -> 
     home = tmp_path / "home"
     demo_env = {**os.environ, "HOME": str(home), "STRIX_DATA_DIR": str(data_dir)}
     demo_env.pop("STRIX_HOME", None)
-    demo = [sys.executable, "-m", "coordinator.cli", "launch", "--model", "convstrix"]
-    demo += ["--local-workers", "1", "--max-evals", "2", "--image-size", "32", "--max-epochs"]
-    demo += ["1", "--limit", "300", "--seed", "1", "--clamp", "--no-progress"]
+    flags = demo_flags()  # the demo's study, made small: its model and size, fewer images
+    key = f"{flags[flags.index('--model') + 1]}-{flags[flags.index('--image-size') + 1]}px"
+    demo = [sys.executable, "-m", "coordinator.cli", "launch", *flags, "--local-workers", "1"]
+    demo += ["--max-evals", "2", "--max-epochs", "1", "--limit", "300", "--no-progress"]
     res = subprocess.run(demo, cwd=ROOT, env=demo_env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert (home / ".strix" / "logs" / "convstrix-32px").is_dir(), "per-study worker logs"
+    assert (home / ".strix" / "logs" / key).is_dir(), "per-study worker logs"
     clean = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
     for command in after_the_demo():
         if " dashboard" in command:  # serves until Ctrl-C; test_dashboard covers it
