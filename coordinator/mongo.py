@@ -59,9 +59,13 @@ def _stop_line(args: argparse.Namespace) -> str:
 
 
 def stop(args: argparse.Namespace) -> int:
-    from shared.store.embedded import stop_marked
+    from shared.store.embedded import marked, stop_marked
 
     data_dir = _data_dir(args)
+    running = marked(data_dir)
+    if running is not None and not running.background:  # a launch's own: not ours to end
+        print(f"{running.url} belongs to a running strix command; it stops when that ends")
+        return cli.EXIT_OK
     server = stop_marked(data_dir)
     if server is None:
         print(f"not running (no Strix server with its data in {data_dir})")
