@@ -30,7 +30,7 @@ def embedded_or_running(home: Path, stack: ExitStack, port: int | None = None) -
     data_dir = home / "mongo"
     ours = marked(data_dir)
     if ours is not None:
-        how = "strix mongo start" if ours.background else f"another strix command (pid {ours.pid})"
+        how = "`strix mongo start`" if ours.background else "another strix command, until it ends"
         log.info("using Strix's embedded MongoDB on %s (started by %s)", ours.url, how)
         return ours.url
     if is_listening(host, port):
