@@ -8,7 +8,7 @@ bash scripts/setup.sh
 if [ -z "${STRIX_DATA_DIR:-}" ] && [ -f ../shared/data/fashion-mnist/train-labels-idx1-ubyte.gz ]; then
   export STRIX_DATA_DIR="$PWD/../shared/data/fashion-mnist"  # recorded with the study
 fi
-# Sized to learn in about 3 minutes on 2 CPU cores: 12,000 images (10,800 to train, 1,200
+# Sized to learn in about 4 minutes on 2 CPU cores: 12,000 images (10,800 to train, 1,200
 # to validate), up to 5 epochs a trial, 4 TPE trials, ASHA stopping the laggards after one.
 # Measured (docs/benchmarks.md): best val accuracy 0.891, `strix final` test accuracy 0.864.
 DEMO=(--model simplecnn --local-workers 2 --max-evals 4 --image-size 28 --max-epochs 5
