@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("coordinator.caches", "list or remove the data and feature caches"),
     "cluster": ("coordinator.cluster", "MongoDB plus one-GPU workers through Docker"),
     "dashboard": ("coordinator.dashboard", "a live study dashboard in the browser"),
+    "mongo": ("coordinator.mongo", "start, stop or check the embedded MongoDB (background)"),
 }
 
 EXAMPLES = """

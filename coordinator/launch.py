@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coordinator.study.definition import PRUNER_SETTINGS, stored_pruner, study_pruner
 from shared import catalog
 from shared.config import cli, defaults, settings
 from shared.errors import ConfigError
@@ -44,13 +46,6 @@ EXAMPLES = """
 SHARED = ("exp_key", "data_dir", "cache_dir", "weights_dir", "home", "heartbeat")
 SHARED += ("max_attempts", "gpu_capacity", "backend", "precision", "stop_after", "timeout")
 SHARED += ("monitor",)
-# launch setting -> PrunerConfig field; unset ones come from the stored study, else defaults
-PRUNER_SETTINGS = {
-    "pruner": "kind",
-    "min_epochs": "min_epochs",
-    "reduction_factor": "reduction_factor",
-    "pruner_startup": "startup",
-}
 
 
 @dataclass(frozen=True)
@@ -90,6 +85,7 @@ class LaunchConfig:
     stop_after: int | None = None
     timeout_min: float | None = None
     monitor: str = "val_loss"  # what early stopping watches and restores
+    embedded_port: int = defaults.EMBEDDED_PORT  # without --mongo: where a new server listens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +150,7 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
     """Everything checked and frozen, in milliseconds: no TensorFlow, no MongoDB."""
     size = _check(args)
     info = catalog.entry(args.model)
-    v = settings.resolve(args, ("mongo", "db", *SHARED))
+    v = settings.resolve(args, ("mongo", "db", "embedded_port", *SHARED))
     home = Path(v["home"]).expanduser()
     weights = args.weights or ("imagenet" if info.weights_file else None)
     cfg = LaunchConfig(
@@ -193,6 +189,7 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         stop_after=v["stop_after"],
         timeout_min=v["timeout"],
         monitor=v["monitor"],
+        embedded_port=v["embedded_port"],
     )
     _check_sources(cfg)
     return cfg
@@ -213,38 +210,13 @@ def _given_pruner(args: argparse.Namespace) -> dict:
     return fields
 
 
-def study_pruner(given: dict, stored: dict | None, max_epochs: int, exp_key: str) -> dict:
-    """The study's pruner: a new study takes ``given`` over the defaults; a resumed one keeps
-    the rule it was launched with (``stored``), and refuses flags that contradict it."""
-    from shared.training.pruning import PrunerConfig
-
-    if stored is None:
-        return PrunerConfig(**{**given, "max_epochs": max_epochs}).to_dict()
-    kept = PrunerConfig.from_dict(stored).to_dict()
-    clash = [k for k, v in given.items() if kept[k] != v]
-    if clash:
-        flags = {field: "--" + name.replace("_", "-") for name, field in PRUNER_SETTINGS.items()}
-        was = " ".join(f"{flags[k]} {kept[k]}" for k in PRUNER_SETTINGS.values())
-        raise ConfigError(
-            f"study {exp_key} was launched with {was}; a resumed study keeps its pruner, so "
-            f"that every trial is judged by one rule: drop {', '.join(flags[k] for k in clash)}"
-            " or start a new study with another --exp-key"
-        )
-    return {**kept, "max_epochs": max_epochs}
-
-
-def stored_pruner(store: Store, exp_key: str) -> dict | None:
-    """The pruner stamped on the study's jobs; ``{}`` (no pruning) for a study posted
-    before Strix pruned, None for a new study."""
-    docs = store.trials_in(exp_key, fields=["strix"], limit=1)
-    return (docs[0].get("strix") or {}).get("pruner", {}) if docs else None
-
-
 def _check_sources(cfg: LaunchConfig) -> None:
     """Bad data settings, a broken --data-dir and a malformed URI fail now, not after a
     minute of TensorFlow start-up and MongoDB time-outs."""
+    from coordinator.study.preflight import check_sizes
     from shared.data.idx import find_data_dir
 
+    check_sizes(cfg.model, cfg.image_size, cfg.clamp)
     data_spec(cfg)
     backend.select(cfg.backend)  # installed? (the workers select it again in their process)
     if cfg.data_dir is not None:
@@ -282,6 +254,7 @@ def _resource(info: catalog.Entry, args: argparse.Namespace) -> str:
 
 
 def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> Study:
+    from coordinator.study.definition import definition
     from coordinator.study.limits import StudyLimits
     from coordinator.study.study import Study
     from shared.spaces import SPACES
@@ -315,6 +288,7 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
             "data_source": source,
             "pruner": pruner,
             "feature_cache": cfg.feature_cache,
+            "definition": definition(cfg, source),
         },
         seed=cfg.seed,
         limits=StudyLimits(stop_after=cfg.stop_after, timeout_s=timeout_s),
@@ -345,19 +319,23 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     from coordinator.study import study as study_mod
     from coordinator.study.datasource import study_source
+    from coordinator.study.definition import check_same, definition, stored_definition
     from coordinator.study.local import embedded_or_running
-    from coordinator.study.summary import format_table, top_trials
+    from coordinator.study.preflight import check_weights
+    from coordinator.study.summary import format_table, no_success_text, top_trials
     from shared.data.spec import small_validation_note
     from shared.store import connect
 
     with ExitStack() as stack:
-        url = cfg.mongo or embedded_or_running(cfg.home, stack)
+        url = cfg.mongo or embedded_or_running(cfg.home, stack, cfg.embedded_port)
         store = connect(url, cfg.db)
         stack.callback(store.close)
         store.create_indexes()
         source = study_source(store, cfg.exp_key, cfg.data_dir)
+        check_same(cfg.exp_key, stored_definition(store, cfg.exp_key), definition(cfg, source))
         stored = stored_pruner(store, cfg.exp_key)
         pruner = study_pruner(cfg.pruner, stored, cfg.max_epochs, cfg.exp_key)
+        check_weights(cfg.model, cfg.weights, cfg.weights_dir, local=cfg.local_workers > 0)
         log.info(
             "study %s on %s: %d trials of %s, pruner %s",
             cfg.exp_key,
@@ -382,6 +360,9 @@ def run(args: argparse.Namespace) -> int:
         )
         print("\n" + study_mod.closing_text(store, cfg.exp_key, stopped))
         print(format_table(top_trials(store, cfg.exp_key, 10)))
+        if failure := no_success_text(store, cfg.exp_key):
+            print(failure, file=sys.stderr)
+            return cli.EXIT_FAILED
     return 0
 
 

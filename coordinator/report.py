@@ -22,6 +22,7 @@ from typing import Any
 from coordinator.analysis.correlations import correlations, encode, is_ok
 from coordinator.analysis.finished import check_out_dir, check_store_flags, no_success, safe_name
 from coordinator.study.stores import open_store
+from coordinator.study.summary import trial_seconds
 from shared.config import cli, settings
 from shared.errors import ConfigError
 from shared.store import Store
@@ -30,7 +31,7 @@ from shared.store import exports as stored
 log = logging.getLogger("coordinator.report")
 
 PROG = "strix report"
-TRIAL_FIELDS = ["tid", "state", "result", "spec", "misc", "owner", "worker"]
+TRIAL_FIELDS = ["tid", "state", "result", "spec", "misc", "owner", "worker", "started", "ended"]
 EXAMPLES = """
   strix report --exp-key convstrix-128px --out reports/convstrix
   python -m coordinator.report --exp-key vggstrix-128px --out /tmp/vgg \\
@@ -75,7 +76,7 @@ def top_rows(docs: list[dict], n: int) -> list[dict]:
         row = {"tid": doc["tid"], "loss": result.get("loss")}
         row.update({k: result.get(k) for k in ("val_accuracy", "best_epoch", "epochs")})
         row["pruned_at"] = result.get("pruned_at_epoch")  # None: not pruned, shown as "-"
-        row.update(seconds=result.get("train_seconds"), host=worker.get("host"))
+        row.update(seconds=trial_seconds(doc), host=worker.get("host"))
         params = shown_params(doc)
         rows.append({**row, **{k: v for k, v in params.items() if not isinstance(v, dict)}})
     return rows

@@ -121,6 +121,7 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     if args.lr_decay is not None:
         params["lr_decay"] = args.lr_decay
     check_lr_decay(params.get("lr_decay"))
+    catalog.check_params(args.model, list(params))
     entry = catalog.entry(args.model)
     size = args.image_size or entry.image_size
     catalog.check_size(args.model, size)

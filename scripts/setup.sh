@@ -2,6 +2,8 @@
 # Create .venv and install Strix with everything it needs (idempotent).
 # Also makes sure Fashion-MNIST is on this machine: ../shared/data/fashion-mnist, or the
 # Debian package dataset-fashion-mnist (online users can rely on keras.datasets instead).
+# Everything goes into .venv except that package, the one system-wide install: it is
+# announced before apt-get runs, and skipped when STRIX_DATA_DIR or a local copy exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +22,13 @@ fi
 
 if [ -z "${STRIX_DATA_DIR:-}" ] && [ ! -f ../shared/data/fashion-mnist/train-labels-idx1-ubyte.gz ] \
    && [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "setup: Fashion-MNIST not found locally; installing dataset-fashion-mnist" >&2
+  echo "setup: Fashion-MNIST not found locally" >&2
   if command -v apt-get >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    echo "setup: installing it system-wide: ${SUDO:+sudo }apt-get install dataset-fashion-mnist" \
+      "(about 30 MB into /usr/share/datasets/fashion-mnist); to avoid that, set" \
+      "STRIX_DATA_DIR to a folder with the four idx files, or run without apt and let" \
+      "Strix download them through keras.datasets" >&2
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist \
       || echo "setup: could not install it; Strix will try keras.datasets (needs internet)" >&2
   fi

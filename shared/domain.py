@@ -118,12 +118,25 @@ def check_space(domain: Any) -> None:
             )
 
 
+def missing_module(module: str) -> str:
+    """The one line for a Domain whose objective's module this worker cannot import."""
+    top = module.split(".")[0]
+    return (
+        f"the study's objective is in module {module!r}, which this worker cannot import: "
+        f"make the package importable on the worker (pip install it, or `pip install -e .` "
+        f"in its project, or put its folder on PYTHONPATH) and start the worker with "
+        f"--allow-module {top}"
+    )
+
+
 def load_domain(blob: bytes, allow_modules: Iterable[str] = ()) -> Any:
     """Unpickle hyperopt's Domain from installed, allowed code only."""
     try:
         domain = _SafeUnpickler(blob, tuple(allow_modules)).load()
     except JobError:
         raise
+    except ModuleNotFoundError as e:  # the objective's package is not on this worker
+        raise JobError(missing_module(e.name or str(e))) from None
     except Exception as e:  # a garbled attachment can fail in many ways
         raise JobError(f"the study's pickled Domain cannot be loaded: {e!r}") from None
     if not hasattr(domain, "expr") or not callable(getattr(domain, "fn", None)):

@@ -1,8 +1,9 @@
 """Hyperopt search spaces, one function per model (no TensorFlow here).
 
 The coordinator imports this module only to build spaces, so it must stay free of
-TensorFlow/Keras; that is also why :func:`max_blocks` (ConvStrix geometry) lives here and
-``shared.models.convstrix`` re-exports it.
+TensorFlow/Keras. :func:`max_blocks` (ConvStrix geometry) lives in the light
+:mod:`shared.catalog`, so launch checks sizes without hyperopt; ``shared.models.convstrix``
+re-exports it.
 
 ConvStrix and VGGStrix are the seed's spaces (guidj, "Fashion, Trees, and Convolutions:
 Part III") verbatim, labels included; their VGGStrix ``conv`` choice uses the labels
@@ -20,7 +21,6 @@ keywords:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,19 +28,13 @@ import numpy as np
 from hyperopt import hp
 from hyperopt.pyll import scope, stochastic
 
+from shared.catalog import CONVSTRIX_MAX_BLOCKS, max_blocks
 from shared.errors import ConfigError
 
 OPTIMIZERS = ["adam", "adamax", "nadam", "rms-prop"]
 ACTIVATIONS = ["relu", "selu", "tanh"]
 FCL_SIZES = [512, 768, 1024, 1536]
 AUG_CHOICES = [0.0, 0.5]
-
-
-def max_blocks(image_size: int) -> int:
-    """Deepest ConvStrix for a side of ``image_size`` px: n blocks pool n-1 times by 2."""
-    if int(image_size) < 1:
-        raise ConfigError(f"image_size={image_size!r}; expected a positive number of pixels")
-    return math.floor(math.log2(int(image_size))) + 1
 
 
 def _int_range(label: str, low: int, high: int) -> Any:
@@ -84,7 +78,9 @@ def convstrix_space(
 ) -> dict:
     """Seed Part III ConvStrix space; ``clamp`` caps num_blocks at :func:`max_blocks`."""
     _check_clamp(clamp, image_size)
-    high = min(6, max_blocks(image_size)) if clamp and image_size is not None else 6
+    high = CONVSTRIX_MAX_BLOCKS
+    if clamp and image_size is not None:
+        high = min(high, max_blocks(image_size))
     space = {
         **_train_keys(),
         "num_blocks": _int_range("num_blocks", min(2, high), high),

@@ -133,6 +133,9 @@ def test_every_setting_reads_its_environment_variable(monkeypatch: pytest.Monkey
         (["worker", "--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
         (["worker", "--max-attempts", "0"], "--max-attempts must be >= 1, got 0"),
         (["results", "--mongo", "nope"], "malformed MongoDB URI 'nope'"),
+        (["train", "--model", "simplecnn", "--set", "nosuchkey=1"], "no parameter 'nosuchkey'"),
+        (["train", "--model", "acosta", "--set", "filter=64"], "(did you mean filters?)"),
+        (["launch", "--image-size", "8"], "pass --clamp to draw num_blocks up to 4"),
     ],
 )
 def test_config_errors_come_before_tensorflow_and_mongodb(argv: list[str], fragment: str) -> None:

@@ -5,6 +5,10 @@ Signals, as rq handles them: the first SIGTERM/SIGINT stops taking trials, puts 
 running trial back in the queue (NEW, not ERROR) and exits 0; a second one kills and
 reaps the ``--isolate`` trial process, if any, and exits at once; the expired heartbeat
 then lets the reaper requeue the trial.
+
+Exit codes: 0 stopped as asked (a signal, ``--max-jobs``, ``--reserve-timeout``...), 1 gave
+up after ``--max-consecutive-failures`` failed trials in a row (a supervisor must see that),
+2 a configuration it refused.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ class Worker:
         self.tenure = Tenure(self.trial_stop, self.stop_requested)
         self.jobs_run = 0
         self.failures = 0
+        self.gave_up = False  # stopped after too many failures in a row: exit non-zero
         self._domains: dict[str, Any] = {}
         self._data: dict[Any, Any] = {}
         self._last_reap = 0.0
@@ -64,7 +65,7 @@ class Worker:
             self.loop()
         finally:
             self.teardown()
-        return 0
+        return 1 if self.gave_up else 0
 
     def bootstrap(self) -> None:
         indices = list(self.inventory.indices)
@@ -119,7 +120,8 @@ class Worker:
         if cfg.last_job_timeout and time.monotonic() - started > cfg.last_job_timeout:
             return True
         if self.failures >= cfg.max_consecutive_failures:
-            log.error("%d trials failed in a row: exiting", self.failures)
+            log.error("%d trials failed in a row: exiting with code 1", self.failures)
+            self.gave_up = True
             return True
         if cfg.max_jobs_in_db is not None:
             held = sum((self._safe(self.store.counts) or {}).values())

@@ -49,7 +49,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from coordinator.study.summary import as_epoch
+from coordinator.study.summary import as_epoch, trial_seconds
 from shared.store import State
 
 log = logging.getLogger(__name__)
@@ -343,11 +343,7 @@ def times(doc: dict, state: TrialState, now: float) -> tuple[dt.datetime | None,
 def user_attrs(doc: dict, state: TrialState, reason: str | None) -> dict[str, Any]:
     """Where and how long it ran, and why it failed: the columns Strix users look for."""
     worker, result = doc.get("worker") or {}, doc.get("result") or {}
-    seconds = None
-    if state.is_finished():
-        started, ended = as_epoch(doc.get("started")), as_epoch(doc.get("ended"))
-        both = started is not None and ended is not None
-        seconds = round(ended - started, 1) if both else _number(result.get("train_seconds"))
+    seconds = trial_seconds(doc) if state.is_finished() else None
     attrs = {
         "tid": doc.get("tid"),
         "host": worker.get("host") or doc.get("owner"),

@@ -1,8 +1,10 @@
 """Everything the coordinator starts on this host, and stops again on exit.
 
-The embedded default: with no ``--mongo`` and nothing listening on 127.0.0.1:27017, an
-nx-27017 server starts with its data under ``$STRIX_HOME/mongo`` (so a study resumes
-after a restart), and ``--local-workers N`` starts N worker processes beside it.
+The embedded default: with no ``--mongo``, the server ``strix mongo start`` keeps running
+on ``$STRIX_HOME/mongo``; else whatever answers on 127.0.0.1:``$STRIX_EMBEDDED_PORT``
+(27017), said to be foreign; else an nx-27017 server for the command's lifetime on the same
+data (so a study resumes after a restart). ``--local-workers N`` starts N worker
+processes beside it.
 """
 
 from __future__ import annotations
@@ -15,20 +17,41 @@ from pathlib import Path
 from coordinator.study.procs import log_text, spawn, stop_procs
 from shared.config import defaults
 from shared.errors import ConfigError
-from shared.store.embedded import EmbeddedServer, is_listening, start_embedded
+from shared.store.embedded import EmbeddedServer, is_listening, marked, start_embedded
 
 log = logging.getLogger(__name__)
 
 
-def embedded_or_running(home: Path, stack: ExitStack) -> str:
-    """URL of the local MongoDB: one already on the default port, else a new embedded one."""
-    host, port = defaults.EMBEDDED_HOST, defaults.EMBEDDED_PORT
+def embedded_or_running(home: Path, stack: ExitStack, port: int | None = None) -> str:
+    """URL of the local MongoDB, said once: the one ``strix mongo start`` left running on
+    ``<home>/mongo``, else whatever answers on the embedded port (named as not Strix's own),
+    else a new embedded server for as long as this command runs."""
+    host, port = defaults.EMBEDDED_HOST, port or defaults.EMBEDDED_PORT
+    data_dir = home / "mongo"
+    ours = marked(data_dir)
+    if ours is not None:
+        how = "`strix mongo start`" if ours.background else "another strix command, until it ends"
+        log.info("using Strix's embedded MongoDB on %s (started by %s)", ours.url, how)
+        return ours.url
     if is_listening(host, port):
-        log.info("using the MongoDB already listening on %s:%d", host, port)
+        log.warning(
+            "using the MongoDB on %s:%d, which Strix did not start (no running server of "
+            "its own in %s); pass --mongo URI to choose, or set %s to start Strix's own on "
+            "another port",
+            host,
+            port,
+            data_dir,
+            defaults.ENV_EMBEDDED_PORT,
+        )
         return f"mongodb://{host}:{port}"
-    server: EmbeddedServer = start_embedded(home / "mongo", host, port)
+    server: EmbeddedServer = start_embedded(data_dir, host, port)
     stack.callback(server.stop)
-    log.info("embedded MongoDB started on %s (data in %s)", server.url, server.data_dir)
+    log.info(
+        "embedded MongoDB started on %s for this command (data in %s; `strix mongo start` "
+        "keeps one running)",
+        server.url,
+        server.data_dir,
+    )
     return server.url
 
 

@@ -29,6 +29,6 @@ def open_store(args: argparse.Namespace) -> Store:
 
         stack = ExitStack()
         atexit.register(stack.close)
-        home = Path(settings.resolve(args, ["home"])["home"]).expanduser()
-        url = embedded_or_running(home, stack)
+        v = settings.resolve(args, ["home", "embedded_port"])
+        url = embedded_or_running(Path(v["home"]).expanduser(), stack, v["embedded_port"])
     return connect(url, db)

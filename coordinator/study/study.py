@@ -82,6 +82,17 @@ def seeded(suggest: Callable, seed: int | None) -> Callable:
     return per_trial
 
 
+class _ResumeIsNormal(logging.Filter):
+    """hyperopt warns "over-writing old domain trials attachment" whenever a study resumes;
+    for Strix that is the expected path (launch has checked the flags are the study's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "over-writing old domain trials attachment" not in record.getMessage()
+
+
+_RESUME_FILTER = _ResumeIsNormal()
+
+
 class Poster(threading.Thread):
     """Runs hyperopt's ``FMinIter`` against the store; keeps any exception for the caller."""
 
@@ -113,6 +124,7 @@ class Poster(threading.Thread):
         from hyperopt.fmin import FMinIter
 
         s = self.study
+        logging.getLogger("hyperopt.fmin").addFilter(_RESUME_FILTER)  # once: same object
         trials = s.store.trials(s.exp_key, resource=s.resource, meta=s.meta)
         it = FMinIter(
             seeded(_algo(s.algo), s.seed),

@@ -61,21 +61,49 @@ def reason_of(doc: dict) -> str:
     return " ".join(str(reason or "no reason recorded").split())
 
 
-def common_reasons(rows: list[dict], n: int = 3, width: int = 120) -> list[tuple[str, int]]:
-    """The ``n`` most frequent failure reasons, each cut to ``width`` characters."""
+def common_reasons(rows: list[dict], n: int = 3, width: int | None = 120) -> list[tuple[str, int]]:
+    """The ``n`` most frequent failure reasons, each cut to ``width`` characters (None:
+    whole)."""
     counts = Counter(r["reason"][:width] for r in rows)
     return counts.most_common(n)
+
+
+def no_success_text(store: Store, exp_key: str) -> str | None:
+    """For a study that ended without one ok trial: why, in full (the most common reason,
+    not cut), and where to read the others; None when some trial succeeded."""
+    if store.tally(exp_key)["ok"]:
+        return None
+    rows = failed_trials(store, exp_key)
+    if not rows:
+        return f"study {exp_key} ended without any finished trial"
+    (reason, count), *_ = common_reasons(rows, 1, width=None)
+    return (
+        f"study {exp_key} ended without one ok trial; the most common reason ({count} of "
+        f"{len(rows)} failed): {reason}\n(all of them: strix results --exp-key {exp_key} "
+        "--state failed)"
+    )
 
 
 def reasons_text(reasons: list[tuple[str, int]]) -> str:
     return "; ".join(f"{count}x {reason}" for reason, count in reasons)
 
 
+def trial_seconds(doc: dict) -> float | None:
+    """A trial's seconds, one definition for results, report and the dashboard: its wall
+    time on the worker, from reservation to stored result (model build and data loading
+    included, what a user waits for); for jobs without both stamps, the training time the
+    result recorded. Rounded to 0.1 s."""
+    start, end = as_epoch(doc.get("started")), as_epoch(doc.get("ended"))
+    seconds = end - start if start is not None and end is not None else None
+    if seconds is None:
+        recorded = (doc.get("result") or {}).get("train_seconds")
+        seconds = float(recorded) if isinstance(recorded, int | float) else None
+    return None if seconds is None else round(seconds, 1)
+
+
 def trial_row(doc: dict) -> dict:
     result = doc.get("result") or {}
     worker = doc.get("worker") or {}
-    start, end = doc.get("started"), doc.get("ended")
-    duration = end - start if start and end else result.get("train_seconds")
     params = (doc.get("spec") or {}).get("params", {})
     return {
         "tid": doc.get("tid"),
@@ -83,7 +111,7 @@ def trial_row(doc: dict) -> dict:
         "val_accuracy": result.get("val_accuracy"),
         "epochs": result.get("epochs"),
         "pruned_at": result.get("pruned_at_epoch"),  # None: the trial was not pruned
-        "seconds": round(duration, 1) if duration is not None else None,
+        "seconds": trial_seconds(doc),
         "host": worker.get("host"),
         "gpu": worker.get("gpu"),
         "params": _flat(params),

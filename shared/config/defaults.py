@@ -11,6 +11,7 @@ from __future__ import annotations
 ENV_MONGO = "STRIX_MONGO"  # MongoDB URI, e.g. mongodb://strix:***@mongo:27017/?authSource=admin
 ENV_DB = "STRIX_DB"  # database name when the URI does not name one
 ENV_HOME = "STRIX_HOME"  # where the embedded server, caches and outputs live
+ENV_EMBEDDED_PORT = "STRIX_EMBEDDED_PORT"  # the port `strix mongo start` and launch start it on
 ENV_DATA_DIR = "STRIX_DATA_DIR"  # directory with the Fashion-MNIST idx files
 ENV_CACHE_DIR = "STRIX_CACHE_DIR"  # directory of prepared uint8 caches (shared volume)
 ENV_GPUS = "STRIX_GPUS"  # comma list of GPU indices on this host, overrides nvidia-smi

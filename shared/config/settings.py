@@ -100,6 +100,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             group=_STORE),
     Setting("home", "where the embedded server, caches, logs and outputs live", "~/.strix",
             env=d.ENV_HOME, metavar="DIR", group=_GENERAL),
+    Setting("embedded_port", "port Strix's embedded MongoDB listens on when a command starts "
+            "it (`strix mongo start --port`); a running `strix mongo start` server is found "
+            "whatever its port", d.EMBEDDED_PORT, int, env=d.ENV_EMBEDDED_PORT,
+            check=between(1, 65535), option="--port", group=_STORE),
     Setting("data_dir", "Fashion-MNIST idx directory (default: the study's recorded one, "
             f"then the Debian package {d.DEBIAN_DATA_DIR}, else a download)",
             env=d.ENV_DATA_DIR, metavar="DIR", group=_DATA),

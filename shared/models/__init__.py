@@ -20,14 +20,14 @@ from typing import Any
 
 import keras
 
-from shared import spaces
+from shared import catalog, spaces
 from shared.catalog import CATALOG, RESOURCES
 from shared.errors import ConfigError
 from shared.models import acosta, baseline, convstrix, mobilenet, simplecnn, vggstrix
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = frozenset({"batch_size", "learning_rate", "lr_decay", "optimizer"})
+TRAIN_KEYS = catalog.TRAIN_KEYS  # one definition, known without Keras
 
 
 @dataclass(frozen=True)

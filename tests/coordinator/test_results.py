@@ -577,3 +577,24 @@ def test_report_plots_and_one_correlation_row_per_parameter(
     assert all(f"| {label} |" in md for label in labels)
     assert all(f"| {name} |" in md for name in CLASS_NAMES)
     assert f"from {study['data_dir']} (sha256 " in md and "**Note:**" not in md
+
+
+def test_results_report_and_dashboard_give_a_trial_the_same_seconds() -> None:
+    """One definition (issue 28: results said 21.8 s, report 19.96 s for one trial)."""
+    import datetime as dt
+
+    from optuna.trial import TrialState
+
+    from coordinator.optuna_bridge.mapping import user_attrs
+    from coordinator.report import top_rows
+    from coordinator.study.summary import trial_row, trial_seconds
+
+    result = {"status": "ok", "loss": 0.2, "val_accuracy": 0.8, "train_seconds": 19.96}
+    doc = {"tid": 1, "state": 2, "result": result, "spec": {"params": {}}, "misc": {}}
+    doc |= {"started": 1000.0, "ended": 1021.84}
+    assert trial_seconds(doc) == 21.8  # wall time on the worker, from reservation to result
+    assert trial_row(doc)["seconds"] == top_rows([doc], 1)[0]["seconds"] == 21.8
+    assert user_attrs(doc, TrialState.COMPLETE, None)["seconds"] == 21.8
+    iso = dt.datetime.fromtimestamp(1000.0, dt.UTC).isoformat()  # nx-27017 stringified
+    assert trial_seconds({**doc, "started": iso}) == 21.8
+    assert trial_seconds({"result": result}) == 20.0  # no stamps: the recorded training time

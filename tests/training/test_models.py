@@ -63,6 +63,18 @@ def test_registry_matches_spaces() -> None:
     assert get_model("vggstrix").resource == "heavy"
 
 
+def test_catalog_params_are_the_builders_keywords() -> None:
+    """`strix train --set` is checked against the light catalog before Keras loads; the
+    catalog must name exactly what each builder takes."""
+    import inspect
+
+    from shared import catalog
+
+    for name, info in MODELS.items():
+        taken = set(inspect.signature(info.builder).parameters) - {"input_shape", "weights"}
+        assert taken - {"num_classes"} == set(catalog.PARAMS[name]), name
+
+
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_model_builds_and_predicts(name: str) -> None:
     keras.backend.clear_session()

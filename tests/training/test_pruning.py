@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.launch import study_pruner
+from coordinator.study.definition import study_pruner
 from coordinator.study.limits import Stopper, StudyLimits, without_progress
 from shared.errors import ConfigError, JobError
 from shared.training.jobs import keras_space, parse_config

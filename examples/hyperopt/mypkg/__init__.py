@@ -1,0 +1,1 @@
+"""A hyperopt user's own package: the objective a worker imports (never unpickles)."""
