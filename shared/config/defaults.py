@@ -42,7 +42,10 @@ SPLIT_SEED = 42
 
 # --- search --------------------------------------------------------------------------
 MAX_EVALS = 50
-ALGO = "tpe"
+ALGO = "tpe"  # chosen by bench/simulate.py's figures (docs/benchmarks.md)
+ALGOS = ("tpe", "rand", "anneal", "optuna-tpe", "optuna-gp")
+LIAR = "worst"
+LIARS = ("worst", "mean", "best", "none")  # what pending trials are told
 MAX_EPOCHS = 50
 PATIENCE = 5
 
