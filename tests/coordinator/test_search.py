@@ -7,6 +7,7 @@ engines on the real store and workers are in tests/worker/test_worker_protocol.p
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,3 +146,56 @@ def test_unbounded_parameters_and_unknown_names_are_one_clear_line() -> None:
     with pytest.raises(ConfigError, match="--liar 'median' is unknown"):
         check("tpe", "median")
     assert set(ALGOS) == {"tpe", "rand", "anneal", "optuna-tpe", "optuna-gp"}
+
+
+def _launch(*argv: str) -> Any:  # a LaunchConfig
+    from coordinator import launch
+
+    return launch.resolve(launch.build_parser().parse_args(["--model", "baseline", *argv]))
+
+
+def test_launch_takes_the_engine_and_the_liar_by_flag_or_environment(monkeypatch) -> None:
+    cfg = _launch()
+    assert (cfg.algo, cfg.liar) == ("tpe", "worst")
+    assert (_launch("--algo", "optuna-tpe", "--liar", "none").algo, "none") == (
+        "optuna-tpe",
+        "none",
+    )
+    monkeypatch.setenv("STRIX_LIAR", "mean")
+    assert _launch().liar == "mean"
+    with pytest.raises(ConfigError, match="--liar must be one of worst, mean, best, none, got 'x'"):
+        _launch("--liar", "x")
+    with pytest.raises(ConfigError, match="--algo must be one of tpe, rand, anneal"):
+        _launch("--algo", "smac")
+
+
+def test_optuna_gp_without_pytorch_is_refused_in_one_line() -> None:
+    try:
+        import torch  # noqa: F401
+
+        pytest.skip("PyTorch is installed: the GP sampler can run")
+    except ImportError:
+        pass
+    with pytest.raises(ConfigError, match=r"--algo optuna-gp needs PyTorch.*--algo optuna-tpe"):
+        _launch("--algo", "optuna-gp")
+
+
+def test_mongo_trials_hand_pending_trials_to_the_engine_and_the_liar_sets_them(store) -> None:
+    """The finding behind --liar: Strix's MongoTrials.refresh gives hyperopt every queued and
+    running job (loss None, which tpe.suggest reads as inf); the liar replaces that."""
+    from hyperopt import rand
+
+    trials = store.trials("liar", resource="light")
+    domain = base.Domain(_loss, SPACE)
+    for tid in trials.new_trial_ids(4):
+        trials.insert_trial_docs(rand.suggest([tid], domain, trials, tid))
+    for loss in (0.3, 0.7):
+        job = store.reserve("w1", "liar", ["light"])
+        assert store.finish(job, "w1", {"status": "ok", "loss": loss})
+    assert store.reserve("w1", "liar", ["light"]) is not None  # one runs, one stays queued
+    trials.refresh()
+    states = sorted((d["state"], d["result"].get("loss")) for d in trials.trials)
+    assert states == [(0, None), (1, None), (2, 0.3), (2, 0.7)]
+    lied = liars.lied(trials, "worst")
+    assert sorted(d["result"]["loss"] for d in lied.trials) == [0.3, 0.7, 0.7, 0.7]
+    assert [d["state"] for d in liars.lied(trials, "none").trials] == [2, 2]
