@@ -28,9 +28,11 @@ def _cell(values: list[float]) -> str:
 
 
 def grouped(records: Iterable[dict]) -> dict[tuple[str, str, int], list[dict]]:
+    """Runs by (problem, method, workers); a seed run twice (a resumed grid) counts once."""
+    last = {(r["problem"], r["method"], r["workers"], r["seed"]): r for r in records}
     out: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-    for r in records:
-        out[(r["problem"], r["method"], r["workers"])].append(r)
+    for (problem, method, workers, _), r in sorted(last.items()):
+        out[(problem, method, workers)].append(r)
     return out
 
 

@@ -124,8 +124,8 @@ def test_the_liar_changes_what_is_suggested_beside_running_trials(algo: str) -> 
 def test_the_strix_spaces_work_with_optuna() -> None:
     from shared.training.jobs import keras_space
 
-    for model in ("convstrix", "vggstrix"):
-        space = keras_space(model, SPACES[model](image_size=32), {}, {})
+    for model, make in SPACES.items():
+        space = keras_space(model, make(image_size=32, augment=True), {}, {})
         domain = base.Domain(lambda _: {"status": "ok", "loss": 0.0}, space)
         trials = Trials()
         for tid in range(12):
