@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"also: {' '.join(EXTRA)}")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        help=f"default: {' '.join(METHODS)}; also: {' '.join(EXTRA)} (with --summarise: "
+        "only these)",
+    )
     p.add_argument("--out", help="append one JSON line per run to this file")
     p.add_argument("--summarise", metavar="FILE", help="only print the figures of FILE")
     return p
@@ -124,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.summarise:
         with open(args.summarise) as f:
-            print(summary([json.loads(line) for line in f if line.strip()]))
+            records = [json.loads(line) for line in f if line.strip()]
+        print(summary([r for r in records if r["method"] in (args.methods or [r["method"]])]))
         return 0
+    args.methods = args.methods or list(METHODS)
     sink = open(args.out, "a") if args.out else None  # noqa: SIM115 - closed below
 
     def emit(record: dict) -> None:

@@ -70,11 +70,15 @@ def curve_table(records: list[dict], problem: str, workers: int) -> str:
 
 def choose(records: list[dict], problem: str) -> tuple[str, dict[str, float]]:
     """The Strix method (``strix:ALGO/LIAR/...``) with the lowest mean over worker counts
-    of the median final regret, and every Strix method's score."""
+    of the median final regret, and every Strix method's score. Only worker counts every
+    Strix method has runs at are compared (a partial grid must not favour a method that
+    skipped the hard cases)."""
     groups = grouped(r for r in records if r["problem"] == problem)
-    scores: dict[str, list[float]] = defaultdict(list)
-    for (_, m, _), runs in groups.items():
-        if m.startswith("strix:"):
-            scores[m].append(float(np.median([r["regret"][-1] for r in runs])))
-    mean = {m: float(np.mean(v)) for m, v in scores.items()}
+    strix = {(m, w): runs for (_, m, w), runs in groups.items() if m.startswith("strix:")}
+    methods = {m for m, _ in strix}
+    shared = [w for w in {w for _, w in strix} if all((m, w) in strix for m in methods)]
+    mean = {
+        m: float(np.mean([np.median([r["regret"][-1] for r in strix[(m, w)]]) for w in shared]))
+        for m in methods
+    }
     return min(mean, key=mean.__getitem__), mean
