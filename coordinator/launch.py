@@ -40,8 +40,8 @@ EXAMPLES = """
   strix launch --model convstrix --pruner median --min-epochs 3 --stop-after 10
   # every trial to its end, as the seed did, within a 2-hour budget
   strix launch --model convstrix --pruner none --timeout 120
-  # Optuna's multivariate TPE behind the same queue; running trials left out of its model
-  strix launch --model convstrix --local-workers 4 --algo optuna-tpe --liar none
+  # hyperopt's own TPE, running trials counted as the worst finished one (before issue 29)
+  strix launch --model convstrix --local-workers 4 --algo tpe --liar worst
 """
 SHARED = ("exp_key", "data_dir", "cache_dir", "weights_dir", "home", "heartbeat")
 SHARED += ("max_attempts", "gpu_capacity", "backend", "precision", "stop_after", "timeout")

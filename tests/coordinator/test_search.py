@@ -156,7 +156,7 @@ def _launch(*argv: str) -> Any:  # a LaunchConfig
 
 def test_launch_takes_the_engine_and_the_liar_by_flag_or_environment(monkeypatch) -> None:
     cfg = _launch()
-    assert (cfg.algo, cfg.liar) == ("tpe", "worst")
+    assert (cfg.algo, cfg.liar) == ("optuna-tpe", "none")  # bench/simulate.py's choice
     assert (_launch("--algo", "optuna-tpe", "--liar", "none").algo, "none") == (
         "optuna-tpe",
         "none",
