@@ -42,10 +42,12 @@ EXAMPLES = """
   strix launch --model convstrix --pruner median --min-epochs 3 --stop-after 10
   # every trial to its end, as the seed did, within a 2-hour budget
   strix launch --model convstrix --pruner none --timeout 120
+  # hyperopt's own TPE, running trials counted as the worst finished one (before issue 29)
+  strix launch --model convstrix --local-workers 4 --algo tpe --liar worst
 """
 SHARED = ("exp_key", "data_dir", "cache_dir", "weights_dir", "home", "heartbeat")
 SHARED += ("max_attempts", "gpu_capacity", "backend", "precision", "stop_after", "timeout")
-SHARED += ("monitor",)
+SHARED += ("monitor", "algo", "liar")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class LaunchConfig:
     mongo: str | None
     db: str | None
     algo: str
+    liar: str
     max_queue_len: int
     image_size: int
     channels: int
@@ -94,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--model", default="convstrix", help=f"one of: {', '.join(catalog.NAMES)}")
     a("--max-evals", type=int, default=defaults.MAX_EVALS, help="trials in the study")
-    a("--algo", default=defaults.ALGO, choices=["tpe", "rand"], help="search algorithm")
     a("--max-queue-len", type=int, help="trials queued ahead (default: 2x workers, at least 4)")
     a("--image-size", type=int, help="input side in px (default: the model's, e.g. 128)")
     a("--channels", type=int, choices=[1, 3], help="image channels (default: the model's)")
@@ -159,7 +161,8 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
         max_evals=args.max_evals,
         mongo=v["mongo"],
         db=v["db"],
-        algo=args.algo,
+        algo=v["algo"],
+        liar=v["liar"],
         max_queue_len=args.max_queue_len or max(4, 2 * args.local_workers),
         image_size=size,
         channels=args.channels or info.channels,
@@ -213,11 +216,13 @@ def _given_pruner(args: argparse.Namespace) -> dict:
 def _check_sources(cfg: LaunchConfig) -> None:
     """Bad data settings, a broken --data-dir and a malformed URI fail now, not after a
     minute of TensorFlow start-up and MongoDB time-outs."""
+    from coordinator.search import engines
     from coordinator.study.preflight import check_sizes
     from shared.data.idx import find_data_dir
 
     check_sizes(cfg.model, cfg.image_size, cfg.clamp)
     data_spec(cfg)
+    engines.check(cfg.algo, cfg.liar)  # Optuna's GP sampler needs PyTorch
     backend.select(cfg.backend)  # installed? (the workers select it again in their process)
     if cfg.data_dir is not None:
         find_data_dir(cfg.data_dir)
@@ -281,6 +286,7 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
         space,
         cfg.max_evals,
         algo=cfg.algo,
+        liar=cfg.liar,
         max_queue_len=cfg.max_queue_len,
         resource=cfg.resource,
         meta={

@@ -24,7 +24,7 @@ import numpy as np
 from coordinator.study.limits import Stopper, StudyLimits
 from coordinator.study.progress import Progress, best_text
 from coordinator.study.summary import common_reasons, failed_trials, reasons_text
-from shared.errors import ConfigError, StoreError, StoreUnavailable, StudyBusy
+from shared.errors import StoreError, StoreUnavailable, StudyBusy
 from shared.store import State, Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class Study:
     space: dict
     max_evals: int
     algo: str = "tpe"
+    liar: str = "worst"
     max_queue_len: int = 4
     resource: str = "light"
     meta: dict = field(default_factory=dict)
@@ -46,13 +47,12 @@ class Study:
     limits: StudyLimits = field(default_factory=StudyLimits)
 
 
-def _algo(name: str) -> Callable:
-    from hyperopt import rand, tpe
+def suggestion(algo: str, liar: str | None, seed: int | None) -> Callable:
+    """The ``algo`` function the poster hands ``FMinIter``: the engine ``--algo`` names, told
+    about pending trials by ``--liar``, one seed per trial (the simulator calls this too)."""
+    from coordinator.search.engines import suggester
 
-    algos = {"tpe": tpe.suggest, "rand": rand.suggest}
-    if name not in algos:
-        raise ConfigError(f"--algo {name!r} is unknown; use one of {sorted(algos)}")
-    return algos[name]
+    return seeded(suggester(algo, liar), seed)
 
 
 def trial_seed(seed: int, index: int) -> int:
@@ -127,7 +127,7 @@ class Poster(threading.Thread):
         logging.getLogger("hyperopt.fmin").addFilter(_RESUME_FILTER)  # once: same object
         trials = s.store.trials(s.exp_key, resource=s.resource, meta=s.meta)
         it = FMinIter(
-            seeded(_algo(s.algo), s.seed),
+            suggestion(s.algo, s.liar, s.seed),
             base.Domain(s.fn, s.space),
             trials,
             rstate=np.random.default_rng(s.seed),

@@ -44,7 +44,10 @@ SPLIT_SEED = 42
 
 # --- search --------------------------------------------------------------------------
 MAX_EVALS = 50
-ALGO = "tpe"
+ALGO = "optuna-tpe"  # chosen by bench/simulate.py's figures (docs/benchmarks.md section 6)
+ALGOS = ("tpe", "rand", "anneal", "optuna-tpe", "optuna-gp")
+LIAR = "none"  # the same figures: for optuna-tpe, leaving pending trials out did as well or better
+LIARS = ("worst", "mean", "best", "none")  # what pending trials are told
 MAX_EPOCHS = 50
 PATIENCE = 5
 

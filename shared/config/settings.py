@@ -165,6 +165,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             pruning.DEFAULT_REDUCTION_FACTOR, int, check=at_least(2), group=_STUDY),
     Setting("pruner_startup", "the median rule's minimum number of other trials",
             pruning.DEFAULT_STARTUP, int, check=at_least(1), group=_STUDY),
+    Setting("algo", "suggestion engine: hyperopt's tpe, rand or anneal, or Optuna's "
+            "multivariate TPE (optuna-tpe) or GP (optuna-gp) sampler", d.ALGO,
+            check=one_of(*d.ALGOS), group=_STUDY),
+    Setting("liar", "what the engine is told about queued and running trials: the worst, "
+            "mean or best finished loss, or none (left out)", d.LIAR,
+            check=one_of(*d.LIARS), group=_STUDY),
     Setting("stop_after", "stop posting when the best loss has not improved for N finished "
             "trials", None, int, check=at_least(1), group=_STUDY),
     Setting("timeout", "stop posting after this many minutes; running trials finish", None,

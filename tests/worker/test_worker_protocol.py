@@ -90,7 +90,7 @@ def _params(store: Store, key: str) -> list[float]:
     return [d["misc"]["vals"]["x"][0] for d in docs]
 
 
-@pytest.mark.parametrize("algo", ["rand", "tpe"])
+@pytest.mark.parametrize("algo", ["rand", "tpe", "optuna-tpe"])
 def test_an_extended_seeded_study_continues_the_sequence(store, mongo_url, db_name, algo) -> None:
     """3 trials then 3 more draw what 6 trials at once draw: nothing is repeated."""
 
