@@ -156,11 +156,9 @@ def _launch(*argv: str) -> Any:  # a LaunchConfig
 
 def test_launch_takes_the_engine_and_the_liar_by_flag_or_environment(monkeypatch) -> None:
     cfg = _launch()
-    assert (cfg.algo, cfg.liar) == ("optuna-tpe", "none")  # bench/simulate.py's choice
-    assert (_launch("--algo", "optuna-tpe", "--liar", "none").algo, "none") == (
-        "optuna-tpe",
-        "none",
-    )
+    assert (cfg.algo, cfg.liar) == ("tpe", "worst")  # the defaults (docs/benchmarks.md §7)
+    given = _launch("--algo", "optuna-tpe", "--liar", "none")
+    assert (given.algo, given.liar) == ("optuna-tpe", "none")
     monkeypatch.setenv("STRIX_LIAR", "mean")
     assert _launch().liar == "mean"
     with pytest.raises(ConfigError, match="--liar must be one of worst, mean, best, none, got 'x'"):
