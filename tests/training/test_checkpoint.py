@@ -1,0 +1,139 @@
+"""Checkpoints in one process: what a snapshot holds, and that a trial stopped at a batch
+or an epoch boundary and resumed from its checkpoint has the history of an uninterrupted
+run with the same seed (real TensorFlow training on a few hundred Fashion-MNIST images).
+
+The cross-process version, with real workers, SIGTERM and kill -9, is in
+``tests/worker/test_preemption.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from shared.data.cache import Dataset, load
+from shared.data.spec import DataSpec
+from shared.training.checkpoint import Preempted, Snapshot, decode, encode, spliced
+from shared.training.loop import Budget, run_trial
+
+PARAMS: dict[str, Any] = {
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",
+    "fcl_num_layers": 1,
+    "fcl_layer_size": 32,
+    "fcl_dropout_rate": 0.2,  # dropout: its seed state must travel in the checkpoint
+    "activation": "relu",
+    "lr_decay": 0.9,
+}
+BUDGET = Budget(max_epochs=4, patience=3)
+
+
+@pytest.fixture(scope="module")
+def data(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    spec = DataSpec(image_size=28, validation_fraction=0.2, limit=400, test_limit=50)
+    return load(spec, data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+class MemoryVault:
+    """A vault in a dict; ``stop_at`` sets ``stop`` when training reaches (epoch, batch)."""
+
+    def __init__(self, interval_s: float = 300.0) -> None:
+        self.interval_s = interval_s
+        self.blob: bytes | None = None
+        self.positions: list[tuple[int, int]] = []
+        self.reached = 0.0
+
+    def load(self) -> bytes | None:
+        return self.blob
+
+    def save(self, blob: bytes, epoch: int, batch: int) -> bool:
+        self.blob = blob
+        self.positions.append((epoch, batch))
+        return True
+
+
+class StopAt(keras.callbacks.Callback):
+    """Sets ``event`` after batch ``batch`` of epoch ``epoch`` (0-based), as a signal would."""
+
+    def __init__(self, event: threading.Event, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.event, self.at, self.epoch = event, (epoch, batch), -1
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if (self.epoch, batch) == self.at:
+            self.event.set()
+
+
+def _trial(data: Dataset, vault: MemoryVault | None, **kw: Any) -> dict:
+    return run_trial("baseline", PARAMS, data=data, budget=BUDGET, seed=7, vault=vault, **kw)
+
+
+def _same_history(a: dict, b: dict) -> None:
+    assert a["history"].keys() == b["history"].keys()
+    for key in a["history"]:
+        np.testing.assert_allclose(a["history"][key], b["history"][key], rtol=1e-4, atol=1e-5)
+
+
+def test_snapshot_round_trips_without_pickle() -> None:
+    snap = Snapshot(
+        epoch=2,
+        batch=3,
+        weights=[np.arange(6, dtype=np.float32).reshape(2, 3)],
+        optimizer=[np.array(5, dtype=np.int64)],
+        callbacks={"KeptBest": {"best": math.nan, "best_weights": [np.ones(2)], "wait": 1}},
+        rng={"python": [3, [1, 2], None]},
+        partial={"loss": 0.5},
+        resumes=1,
+    )
+    back = decode(encode(snap))
+    assert back.position == (2, 3) and back.resumes == 1
+    np.testing.assert_array_equal(back.weights[0], snap.weights[0])
+    assert math.isnan(back.callbacks["KeptBest"]["best"])
+    np.testing.assert_array_equal(back.callbacks["KeptBest"]["best_weights"][0], np.ones(2))
+    with pytest.raises(ValueError, match="not a Strix checkpoint"):
+        decode(b"not a checkpoint")
+
+
+def test_spliced_means_weigh_both_parts_by_samples() -> None:
+    out = spliced({"loss": 1.0, "accuracy": 0.5}, 100, {"loss": 2.0, "val_loss": 9.0}, 300)
+    assert out == {"loss": 1.75, "val_loss": 9.0}
+
+
+@pytest.mark.parametrize("where", [(1, 4), (2, -1)], ids=["mid-epoch", "epoch-end"])
+def test_a_stopped_trial_resumes_with_the_uninterrupted_history(
+    data: Dataset, where: tuple[int, int]
+) -> None:
+    whole = _trial(data, MemoryVault())
+    assert whole["status"] == "ok" and whole["epochs"] == 4 and whole["resumes"] == 0
+
+    vault, stop = MemoryVault(), threading.Event()
+    batches = math.ceil(len(data.x_train) / PARAMS["batch_size"])
+    epoch, batch = where if where[1] >= 0 else (where[0], batches - 1)
+    with pytest.raises(Preempted):
+        _trial(data, vault, stop=stop, callbacks=[StopAt(stop, epoch, batch)])
+    expected = (epoch, batch + 1) if batch + 1 < batches else (epoch + 1, 0)
+    assert vault.positions[-1] == expected  # saved at the next boundary, then stopped
+
+    resumed = _trial(data, vault)
+    _same_history(resumed, whole)
+    assert resumed["resumes"] == 1
+    for key in ("epochs", "best_epoch", "stopped_early", "status"):
+        assert resumed[key] == whole[key], key
+    assert resumed["val_accuracy"] == pytest.approx(whole["val_accuracy"], abs=1e-5)
+
+
+def test_checkpoints_inside_an_epoch_every_interval(data: Dataset) -> None:
+    vault = MemoryVault(interval_s=0.0)  # every batch
+    _trial(data, vault)
+    inside = [p for p in vault.positions if p[1] > 0]
+    assert len(inside) >= 3 and (4, 0) in vault.positions
