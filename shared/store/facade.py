@@ -153,6 +153,9 @@ class Store:
     def clear_checkpoint(self, job: dict, owner: str, root: str | None = None) -> bool:
         return checkpoints.clear(self.db, self.jobs, job, owner, root)
 
+    def would_keep(self, job: dict, loss: float, keep: int) -> bool:
+        return checkpoints.qualifies(self.jobs, job, loss, keep)
+
     def keep_model(self, job: dict, owner: str, blob: bytes, loss: float, keep: int) -> bool:
         return checkpoints.keep_model(self.db, self.jobs, job, owner, blob, loss, keep)
 

@@ -51,6 +51,7 @@ class RunContext:
     job: dict | None = None
     weights_dir: str | None = None
     cache_dir: str | None = None
+    vault: Any = None  # shared.training.checkpoint.Vault: where the trial checkpoints
 
     @classmethod
     def from_environment(cls) -> RunContext:
@@ -189,6 +190,7 @@ def train_job(job: JobConfig) -> dict:
         weights=resolve_weights(job.model, job.weights, ctx.weights_dir),
         tb_dir=_trial_tb_dir(job.tb_dir, ctx.job),
         feature_cache=_feature_cache(job, ctx),
+        vault=ctx.vault,
     )
 
 
