@@ -65,6 +65,7 @@ class EpochRecorder(keras.callbacks.Callback):
     def __init__(self, sink: EpochSink | None = None) -> None:
         super().__init__()
         self.sink = sink
+        self.costs: dict[str, Any] = {}  # what checkpointing cost, when the run saved any
         self.on_train_begin()
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -108,6 +109,7 @@ class EpochRecorder(keras.callbacks.Callback):
             "history": self.history,
             "train_seconds": float(time.perf_counter() - self.started),
             "params_count": self.params_count,
+            **self.costs,
         }
 
 

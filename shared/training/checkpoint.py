@@ -254,9 +254,8 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 class Reload(keras.callbacks.Callback):
-    """Loads saved callback states right after ``fit`` reset them (it comes last, so its
-    ``on_train_begin`` runs after theirs), and splices the training means of an epoch
-    resumed in its middle (it also comes first for ``on_epoch_end``: see ``Splice``)."""
+    """Loads saved callback states right after ``fit`` reset them: it comes last, so its
+    ``on_train_begin`` runs after theirs."""
 
     def __init__(self, stateful: Mapping[str, Stateful]) -> None:
         super().__init__()

@@ -153,10 +153,11 @@ def train(
     extra = [*schedule, recorder, *callbacks]  # the schedule first: the recorder sees its rate
     every = _callbacks(extra, early_stopping, patience, tb_dir, monitor)
     if vault is not None:
-        resume_fit(
+        cp = resume_fit(
             fitted, train_batches, val_batches, epochs=int(epochs), callbacks=every,
             vault=vault, stop=stop, resume=resume, verbose=verbose,
         )  # fmt: skip
+        recorder.costs = {"checkpoints": len(cp.saves), "checkpoint_seconds": sum(cp.saves)}
     else:  # Batches shuffles itself, reproducibly from ``seed``
         fitted.fit(
             train_batches, validation_data=val_batches, epochs=int(epochs), shuffle=False,

@@ -104,6 +104,37 @@ def test_snapshot_round_trips_without_pickle() -> None:
         decode(b"not a checkpoint")
 
 
+def test_callback_states_survive_a_checkpoint() -> None:
+    """Early stopping's best, wait and best weights, the pruner's best and verdict, and the
+    recorder's history come back from the bytes as they were saved."""
+    from shared.training.callbacks import EpochRecorder, KeptBest, PruneOnRung
+    from shared.training.pruning import Decision
+
+    kept = KeptBest("val_loss", patience=3, restore_best_weights=True)
+    kept.on_train_begin()
+    kept.wait, kept.best, kept.best_epoch, kept.best_weights = 2, 0.25, 1, [np.ones((2, 2))]
+    pruner = PruneOnRung(lambda epoch, value: None)
+    pruner.best = 0.8
+    pruner.decision = Decision("median", 2, 0.8, 0.85, (0.9, 0.85), True)
+    recorder = EpochRecorder()
+    recorder.history, recorder.epoch_seconds = {"loss": [1.0, 0.5]}, [3.0, 2.5]
+    cbs = {"KeptBest": kept, "PruneOnRung": pruner, "EpochRecorder": recorder}
+    snap = Snapshot(0, 0, [], [], callbacks={k: cb.state() for k, cb in cbs.items()})
+    back = decode(encode(snap)).callbacks
+    kept2 = KeptBest("val_loss", patience=3, restore_best_weights=True)
+    kept2.on_train_begin()
+    kept2.load_state(back["KeptBest"])
+    assert (kept2.wait, kept2.best, kept2.best_epoch) == (2, 0.25, 1)
+    np.testing.assert_array_equal(kept2.best_weights[0], np.ones((2, 2)))
+    pruner2 = PruneOnRung(lambda epoch, value: None)
+    pruner2.load_state(back["PruneOnRung"])
+    assert pruner2.best == 0.8 and pruner2.decision == pruner.decision
+    recorder2 = EpochRecorder()
+    recorder2.load_state(back["EpochRecorder"])
+    assert recorder2.history == recorder.history and recorder2.epochs == 2
+    assert recorder2.summary()["train_seconds"] >= back["EpochRecorder"]["elapsed"]
+
+
 def test_spliced_means_weigh_both_parts_by_samples() -> None:
     out = spliced({"loss": 1.0, "accuracy": 0.5}, 100, {"loss": 2.0, "val_loss": 9.0}, 300)
     assert out == {"loss": 1.75, "val_loss": 9.0}
