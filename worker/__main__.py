@@ -32,7 +32,7 @@ def _install_signals(worker: object) -> None:
             worker.kill_child()  # type: ignore[attr-defined]
             os._exit(1)
         log.warning(
-            "signal %d: checkpointing the trial and putting it back in the queue; again to force",
+            "signal %d: checkpointing and requeueing the trial; again to force",
             signum,
         )
         worker.request_stop()  # type: ignore[attr-defined]

@@ -214,7 +214,7 @@ class Worker:
                 return Outcome.STOPPED, None
             log.exception("trial %s raised", job.get("tid"))
             return Outcome.ERROR, f"{type(e).__name__}: {e}"
-        if self.trial_stop.is_set():
+        if self.trial_stop.is_set() and self.trial_vault is None:  # cut short: not a result
             return Outcome.STOPPED, None
         return (Outcome.OK if result.get("status") == "ok" else Outcome.FAILED), result
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench._common import fmt, machine, make_parser, setup_logging, table
+from bench._common import fmt, local_data_dir, machine, make_parser, setup_logging, table
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,11 @@ def build_parser() -> Any:
     p.add_argument("--limit", type=int, default=3000, help="Fashion-MNIST images used")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help="Fashion-MNIST idx directory (default: found)")
+    p.add_argument(
+        "--data-dir",
+        default=local_data_dir(),
+        help="Fashion-MNIST idx directory (default: ../shared/data/fashion-mnist if present)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

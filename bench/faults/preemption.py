@@ -28,7 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._common import add_quick, fmt, machine, make_parser, parse, setup_logging, table
+from bench._common import (
+    OUT_DIR,
+    add_quick,
+    fmt,
+    local_data_dir,
+    machine,
+    make_parser,
+    parse,
+    setup_logging,
+    table,
+)
 from bench.faults.harness import Harness
 from shared.store import State
 
@@ -39,6 +49,7 @@ EXAMPLES = """
   python -m bench.faults.preemption --trials 6 --kills 4 --limit 3000 --epochs 4
 """
 QUICK = {"trials": 3, "kills": 2, "limit": 1200, "epochs": 3}
+GRACE_S = 20.0  # a kill -9-ed trial is requeued this long after its last heartbeat
 DATA = {"image_size": 28, "validation_fraction": 0.2, "test_limit": 100}
 
 
@@ -83,9 +94,10 @@ class Run:
 
     def __init__(self, args: Any, work: Path, checkpoints: bool) -> None:
         self.args, self.checkpoints = args, checkpoints
-        self.h = Harness(work, heartbeat=1.0, max_attempts=20, fake_gpus=0, capacity=1)
+        # heartbeats slow enough for a loaded machine: only the kills may lose a trial
+        self.h = Harness(work, heartbeat=2.0, max_attempts=20, fake_gpus=0, capacity=1)
         self.h.args += ["--data-dir", args.data_dir] if args.data_dir else []
-        self.h.args += ["--cache-dir", str(args.cache_dir), "--grace", "4"]
+        self.h.args += ["--cache-dir", str(args.cache_dir), "--grace", str(GRACE_S)]
         self.h.args += [] if checkpoints else ["--checkpoint-every", "0"]
         self.lost: list[dict] = []
 
@@ -100,7 +112,9 @@ class Run:
         start = time.monotonic()
         h.spawn(1, wait=False)
         poster = threading.Thread(
-            target=run, args=(study,), kwargs={"grace": 4.0, "max_attempts": 20, "progress": False}
+            target=run,
+            args=(study,),
+            kwargs={"grace": GRACE_S, "max_attempts": 20, "progress": False},
         )
         poster.start()
         for kill in plan:
@@ -210,7 +224,11 @@ def build_parser() -> Any:
     p.add_argument("--seed", type=int, default=0, help="seeds the study and the kill schedule")
     p.add_argument("--warning", type=float, default=60.0, help="SIGTERM's grace period, s")
     p.add_argument("--timeout", type=float, default=1800.0, help="per run, s")
-    p.add_argument("--data-dir", help="Fashion-MNIST idx directory (default: found)")
+    p.add_argument(
+        "--data-dir",
+        default=local_data_dir(),
+        help="Fashion-MNIST idx directory (default: ../shared/data/fashion-mnist if present)",
+    )
     p.add_argument("--only", choices=("on", "off"), help="run one of the two studies")
     p.add_argument("-v", "--verbose", action="store_true")
     add_quick(p, QUICK)
@@ -251,16 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}; load average {os.getloadavg()}", flush=True)
     print("kill schedule: " + "; ".join(str(k) for k in plan), flush=True)
     runs, lost = {}, {}
-    with tempfile.TemporaryDirectory(prefix="strix-preempt-") as tmp:
-        args.cache_dir = Path(tmp) / "cache"
-        for name in [args.only] if args.only else ["on", "off"]:
-            run = Run(args, Path(tmp) / name, checkpoints=name == "on")
-            try:
-                runs[name] = run.go(plan)
-            finally:
-                run.h.close()
-            lost[name] = run.lost
-            print(f"{name}: {runs[name]} lost={run.lost}", flush=True)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="preemption-", dir=OUT_DIR))  # kept: the worker logs
+    print(f"worker logs in {work}", flush=True)
+    args.cache_dir = work / "cache"
+    for name in [args.only] if args.only else ["on", "off"]:
+        run = Run(args, work / name, checkpoints=name == "on")
+        try:
+            runs[name] = run.go(plan)
+        finally:
+            run.h.close()
+        lost[name] = run.lost
+        print(f"{name}: {runs[name]} lost={run.lost}", flush=True)
     print(report(runs, lost))
     print(f"load average after: {os.getloadavg()}")
     ok = all(r["done_once"] and r["one_row_per_epoch"] for r in runs.values())
