@@ -106,7 +106,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("max_attempts", "lost runs before a trial is marked ERROR", d.MAX_ATTEMPTS, int,
             check=at_least(1), group=_WORKER),
     Setting("checkpoint_every", "minutes between checkpoints inside an epoch (one is saved after "
-            "every epoch too); 0 turns checkpoints off", d.CHECKPOINT_EVERY_MIN, float,
+            "every epoch too, saving at most 5 percent of the time); 0 turns checkpoints off",
+            d.CHECKPOINT_EVERY_MIN, float,
             check=at_least(0, " minutes"), metavar="MINUTES", group=_WORKER),
     Setting("checkpoint_dir", "keep checkpoints in this directory (a volume every worker "
             "mounts) instead of MongoDB's GridFS", metavar="DIR", group=_WORKER),

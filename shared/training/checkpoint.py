@@ -30,6 +30,7 @@ import numpy as np
 
 FORMAT = 1
 _META = "__meta__"
+MAX_SHARE = 0.05  # of training time spent saving checkpoints, except those a stop asks for
 
 
 class Preempted(InterruptedError):
@@ -185,6 +186,11 @@ class Checkpointer(keras.callbacks.Callback):
     """Saves a snapshot after every epoch, every ``vault.interval_s`` inside an epoch, and
     at once (the next batch) when ``stop`` is set; then raises :class:`Preempted`.
 
+    Saving is bounded to :data:`MAX_SHARE` of the training time: a save that is not asked
+    for by a stop waits until the time trained since the last one is at least
+    ``1 / MAX_SHARE - 1`` times what that one took. Epochs long against a save (the usual
+    case) are each saved; very short ones are saved every few epochs.
+
     It must come last among the callbacks, so the epoch's state it saves is the one every
     other callback has already updated.
     """
@@ -206,6 +212,7 @@ class Checkpointer(keras.callbacks.Callback):
         self._epoch = 0
         self.offset = 0  # batches skipped in the epoch the trial resumed in
         self._last = time.monotonic()
+        self._cost = 0.0  # seconds the last save took
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch = epoch  # batch callbacks are not told their epoch
@@ -216,7 +223,8 @@ class Checkpointer(keras.callbacks.Callback):
         if done >= self.batches.total:
             return  # the epoch is trained: its end saves, with validation done
         stopping = self.stop is not None and self.stop.is_set()
-        if stopping or time.monotonic() - self._last >= self.vault.interval_s:
+        interval = time.monotonic() - self._last >= self.vault.interval_s
+        if stopping or (interval and self._affordable()):
             partial = {k: float(v) for k, v in (logs or {}).items()}
             self.save(self._snapshot(self._epoch, done, partial, self._epoch_data))
         if stopping:
@@ -226,9 +234,15 @@ class Checkpointer(keras.callbacks.Callback):
         self.offset = 0
         if self.model.stop_training:
             return  # the trial ends here: nothing left to resume
-        self.save(self._snapshot(epoch + 1, 0, {}, self.batches.state()))
-        if self.stop is not None and self.stop.is_set():
+        stopping = self.stop is not None and self.stop.is_set()
+        if stopping or self._affordable():
+            self.save(self._snapshot(epoch + 1, 0, {}, self.batches.state()))
+        if stopping:
             raise Preempted(f"stopped after epoch {epoch + 1}")
+
+    def _affordable(self) -> bool:
+        """Whether saving now keeps checkpoints within ``MAX_SHARE`` of the time trained."""
+        return time.monotonic() - self._last >= self._cost * (1 / MAX_SHARE - 1)
 
     def _snapshot(self, epoch: int, batch: int, partial: dict, data: dict) -> Snapshot:
         return Snapshot(
@@ -248,7 +262,8 @@ class Checkpointer(keras.callbacks.Callback):
     def save(self, snap: Snapshot) -> bool:
         start = time.perf_counter()
         ok = self.vault.save(encode(snap), snap.epoch, snap.batch)
-        self.saves.append(time.perf_counter() - start)
+        self._cost = time.perf_counter() - start
+        self.saves.append(self._cost)
         self._last = time.monotonic()
         return ok
 

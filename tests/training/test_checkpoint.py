@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from shared.data.cache import Dataset, load
 from shared.data.spec import DataSpec
-from shared.training.checkpoint import Preempted, Snapshot, decode, encode, spliced
+from shared.training.checkpoint import MAX_SHARE, Preempted, Snapshot, decode, encode, spliced
 from shared.training.loop import Budget, run_trial
 
 PARAMS: dict[str, Any] = {
@@ -163,8 +164,25 @@ def test_a_stopped_trial_resumes_with_the_uninterrupted_history(
     assert resumed["val_accuracy"] == pytest.approx(whole["val_accuracy"], abs=1e-5)
 
 
-def test_checkpoints_inside_an_epoch_every_interval(data: Dataset) -> None:
-    vault = MemoryVault(interval_s=0.0)  # every batch
-    _trial(data, vault)
-    inside = [p for p in vault.positions if p[1] > 0]
-    assert len(inside) >= 3 and (4, 0) in vault.positions
+class SlowVault(MemoryVault):
+    """Every save takes 50 ms, and each is timed from the training thread's side."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.starts: list[float] = []
+
+    def save(self, blob: bytes, epoch: int, batch: int) -> bool:
+        self.starts.append(time.monotonic())
+        time.sleep(0.05)
+        return super().save(blob, epoch, batch)
+
+
+def test_checkpoints_cost_at_most_their_share_of_training(data: Dataset) -> None:
+    """Asked to save at every batch, with saves of 50 ms, the trial still trains at least
+    19 times as long as it saves (MAX_SHARE = 5 %) between two checkpoints."""
+    vault = SlowVault(interval_s=0.0)
+    result = _trial(data, vault)
+    assert result["status"] == "ok" and result["checkpoints"] == len(vault.starts) >= 1
+    gaps = [b - a for a, b in zip(vault.starts, vault.starts[1:], strict=False)]
+    least = 0.05 * (1 / MAX_SHARE - 1)
+    assert all(gap >= least for gap in gaps), (least, gaps)
