@@ -40,17 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._common import (
-    QUIET_TF,
-    ROOT,
-    add_quick,
-    machine,
-    make_parser,
-    parse,
-    save_json,
-    setup_logging,
-    table,
-)
+from bench import _common as common
 from coordinator.study.procs import spawn, spawn_worker, stop_procs, wait_for_log
 from shared.store import State
 from shared.training.pruning import percentile
@@ -119,7 +109,7 @@ class StrixFleet:
     def __init__(self, url: str, db: str, exp_key: str, n: int, logs: Path, fake_gpus: int) -> None:
         self.url, self.db, self.n, self.logs = url, db, n, logs
         self.args = ["--exp-key", exp_key]
-        self.env = {**QUIET_TF, "STRIX_HOST": f"bench-{uuid.uuid4().hex[:6]}"}
+        self.env = {**common.QUIET_TF, "STRIX_HOST": f"bench-{uuid.uuid4().hex[:6]}"}
         if fake_gpus:
             self.env["STRIX_FAKE_GPUS"] = str(fake_gpus)
             self.args += ["--gpu-capacity", str(max(1, -(-n // fake_gpus)))]
@@ -127,7 +117,9 @@ class StrixFleet:
 
     def start(self) -> None:
         paths = [self.logs / f"strix-{i}.log" for i in range(self.n)]
-        self.procs = [spawn_worker(self.url, self.db, self.args, p, self.env, ROOT) for p in paths]
+        self.procs = [
+            spawn_worker(self.url, self.db, self.args, p, self.env, common.ROOT) for p in paths
+        ]
         for proc, path in zip(self.procs, paths, strict=True):
             wait_for_log(proc, path, "ready on")
 
@@ -162,7 +154,9 @@ class StockFleet:
         if self.resident:
             cmd += ["--max-jobs", "1000000"]
         while not self.halt.is_set():
-            proc = spawn("bench.dispatch", cmd, self.logs / f"stock-{i}.log", QUIET_TF, workdir)
+            proc = spawn(
+                "bench.dispatch", cmd, self.logs / f"stock-{i}.log", common.QUIET_TF, workdir
+            )
             self.current[i] = proc
             if self.halt.is_set():
                 proc.terminate()
@@ -309,7 +303,7 @@ def _floats(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser(
+    p = common.make_parser(
         "python -m bench.dispatch",
         "Dispatch overhead and throughput of Strix workers vs hyperopt's worker loop.",
         EXAMPLES,
@@ -331,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0)
     a("--json", help="write the results here")
     a("--logs", help="keep worker logs here (default: a temp dir)")
-    add_quick(p, QUICK)
+    common.add_quick(p, QUICK)
     a("-v", "--verbose", action="store_true")
     return p
 
@@ -354,15 +348,15 @@ def run_all(args: argparse.Namespace, systems: list[str]) -> list[DispatchResult
                 for system in systems:
                     log.info("%s: %d worker(s), d=%gs, %d trials", system, w, d, args.trials)
                     results.append(run_case(url, system, w, d, args, logs))
-                    print(table([asdict(results[-1])]).splitlines()[-1], flush=True)
+                    print(common.table([asdict(results[-1])]).splitlines()[-1], flush=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), argv, QUICK)
+    args = common.parse(build_parser(), argv, QUICK)
     if args.command == "stock-child":
         return stock_child(args)
-    setup_logging(args.verbose)
+    common.setup_logging(args.verbose)
     systems = [x.strip() for x in args.systems.split(",") if x.strip()]
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown or args.trials < 1:
@@ -372,15 +366,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    info = machine()
+    info = common.machine()
     results = run_all(args, systems)
     print(f"\nmachine: {info}\n")
-    print(table([asdict(r) for r in results]))
+    print(common.table([asdict(r) for r in results]))
     if rows := ratios(results):
         print("\nratios (throughput > 1 and latency < 1 mean Strix is better):")
-        print(table(rows))
+        print(common.table(rows))
     payload = {"machine": info, "args": vars(args), "results": [asdict(r) for r in results]}
-    save_json(args.json, {**payload, "ratios": rows})
+    common.save_json(args.json, {**payload, "ratios": rows})
     return 0
 
 

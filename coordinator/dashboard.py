@@ -7,10 +7,11 @@ from any Optuna storage, so this command serves it over
 page polls the server; the storage re-reads MongoDB at most once per ``--ttl`` seconds,
 however many pages are open.
 
-Safe by default: it binds 127.0.0.1; another address needs ``--host`` and prints a
-warning, because the page has no authentication. Anything but GET/HEAD is refused before
-it reaches the storage (and the storage refuses writes too). The MongoDB URI is printed
-only redacted and never reaches the page.
+Safe by default: it binds 127.0.0.1. Bound to any other address (``--host``) it asks
+every page and API call for a token (:mod:`coordinator.optuna_bridge.access`): the one in
+``STRIX_DASHBOARD_TOKEN``, or a new one printed once, in the login link of the start line.
+Anything but GET/HEAD is refused before it reaches the storage (and the storage refuses
+writes too). The MongoDB URI is printed only redacted and never reaches the page.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import argparse
 import ipaddress
 import json
 import logging
+import secrets
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from shared.config import cli, settings
+from coordinator.optuna_bridge.access import redact_token, token_gate
+from shared.config import cli, defaults, settings
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,8 @@ EXAMPLES = """
   strix dashboard --mongo mongodb://strix:***@db:27017/?authSource=admin --port 8081
   # from your laptop, through an SSH tunnel to the head node (nothing else exposed)
   ssh -L 8080:127.0.0.1:8080 head-node   # then open http://127.0.0.1:8080 locally
-  # every interface of this machine: no authentication, trusted networks only
+  # every interface of this machine: every page asks for the token in the printed link
+  STRIX_DASHBOARD_TOKEN=$(cat ~/.strix/dashboard-token) strix dashboard --host 0.0.0.0
   strix dashboard --host 0.0.0.0
 """
 
@@ -68,12 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace) -> tuple[str, int]:
-    """(host, port) by Strix's priority: flag, environment, default."""
-    v = settings.resolve(args, ["dashboard_host", "dashboard_port"])
+@dataclass(frozen=True)
+class Access:
+    """Where the dashboard listens and the token it asks for (None: loopback, no token)."""
+
+    host: str
+    port: int
+    token: str | None = field(default=None, repr=False)
+    generated: bool = False  # a new token, to be shown once in the start line
+
+
+def resolve(args: argparse.Namespace) -> Access:
+    """Host and port by Strix's priority (flag, environment, default); the token from the
+    environment, or a new one when the dashboard listens beyond loopback."""
+    v = settings.resolve(args, ["dashboard_host", "dashboard_port", "dashboard_token"])
     if args.ttl <= 0:
         raise ConfigError(f"--ttl must be a positive number of seconds, got {args.ttl:g}")
-    return str(v["dashboard_host"]), int(v["dashboard_port"])
+    host, port, token = str(v["dashboard_host"]), int(v["dashboard_port"]), v["dashboard_token"]
+    if token is None and not is_loopback(host):
+        return Access(host, port, secrets.token_urlsafe(32), generated=True)
+    return Access(host, port, token)
 
 
 def is_loopback(host: str) -> bool:
@@ -99,7 +118,7 @@ def read_only(app: WSGIApp) -> WSGIApp:
     return guarded
 
 
-def make_server(storage: Any, host: str, port: int) -> Any:
+def make_server(storage: Any, host: str, port: int, token: str | None = None) -> Any:
     """A threaded WSGI server (a page fetches several things at once) on host:port."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -112,9 +131,12 @@ def make_server(storage: Any, host: str, port: int) -> Any:
 
     class Handler(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
+            shown = redact_token(format % args)  # the login link's request line
+            log.debug("%s %s", self.address_string(), shown)
 
     app = read_only(optuna_dashboard.wsgi(storage))
+    if token is not None:
+        app = token_gate(app, token)
     try:
         return wsgiref_server(host, port, app, server_class=Server, handler_class=Handler)
     except OSError as e:
@@ -127,20 +149,18 @@ def serve(args: argparse.Namespace) -> int:
     from coordinator.optuna_bridge.storage import StrixStorage
     from coordinator.study.stores import open_store
 
-    host, port = resolve(args)
-    if not is_loopback(host):
-        print(
-            f"{PROG}: warning: listening on {host}: the page has no authentication; anyone "
-            "who can reach this port can read every study (prefer an SSH tunnel)",
-            file=sys.stderr,
-        )
+    access = resolve(args)
     store = open_store(args)
     try:
         storage = StrixStorage(store, ttl_s=args.ttl, allow_modules=args.allow_module)
         n = len(storage.get_all_studies())  # fails here, in one line, if MongoDB is not there
-        server = make_server(storage, host, port)
-        shown = f"[{host}]" if ":" in host else host
+        server = make_server(storage, access.host, access.port, access.token)
+        shown = f"[{access.host}]" if ":" in access.host else access.host
         url = f"http://{shown}:{server.server_port}/dashboard"
+        if access.generated:  # the one place the token is ever shown
+            url += f"?token={access.token} (the link logs you in; keep it secret)"
+        elif access.token is not None:
+            url += f" with the token in {defaults.ENV_DASHBOARD_TOKEN}"
         print(f"{PROG}: {n} studies in {store.target.redacted}; open {url} (Ctrl-C to stop)")
         sys.stdout.flush()
         try:

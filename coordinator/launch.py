@@ -14,7 +14,7 @@ import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared import catalog
 from shared.config import cli, defaults, settings
@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--patience", type=int, default=defaults.PATIENCE, help="early-stopping patience")
     a("--seed", type=int, help="seed for TPE and for training")
     a("--local-workers", type=int, default=0, help="start N workers on this host")
-    a("--weights", help="pretrained models: imagenet (the default), none, or a local .h5 file")
-    a("--tb-dir", help="write TensorBoard logs of every trial under this (shared) directory")
+    a("--weights", help="imagenet (the default), none, or an .h5 file in workers' --weights-dir")
+    a("--tb-dir", help="TensorBoard logs of every trial go here: a dir in workers' --workdir")
     a("--resource", choices=catalog.RESOURCES, help="override the model's resource class")
     a("--clamp", action="store_true", help="limit num_blocks to what the image size allows")
     a("--augment", action="store_true", help="also tune crop/flip/rotate augmentation")
@@ -321,14 +321,19 @@ def make_study(cfg: LaunchConfig, store: Store, source: dict, pruner: dict) -> S
     )
 
 
-def worker_args(cfg: LaunchConfig, url: str, data_dir: str | None) -> list[str]:
-    args = ["--mongo", url, "--exp-key", cfg.exp_key] + (["--db", cfg.db] if cfg.db else [])
+def worker_args(cfg: LaunchConfig, data_dir: str | None) -> list[str]:
+    """A local worker's command line: no --mongo (``ps`` shows it; the URI goes in the
+    environment), and the directories this study's --tb-dir and --weights file lie in."""
+    args = ["--exp-key", cfg.exp_key] + (["--db", cfg.db] if cfg.db else [])
     args += ["--heartbeat", str(cfg.heartbeat), "--max-attempts", str(cfg.max_attempts)]
     args += ["--home", str(cfg.home), "--backend", cfg.backend, "--precision", cfg.precision]
+    weights_file = cfg.weights not in (None, "imagenet")
+    weights_dir = cfg.weights_dir or (str(Path(cfg.weights).parent) if weights_file else None)
     for flag, value in (
         ("--data-dir", data_dir),
         ("--cache-dir", cfg.cache_dir),
-        ("--weights-dir", cfg.weights_dir),
+        ("--weights-dir", weights_dir),
+        ("--workdir", cfg.tb_dir),
         ("--gpu-capacity", cfg.gpu_capacity),
     ):
         if value is not None:
@@ -365,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
             log.warning("%s", note)
         workers = None
         if cfg.local_workers:
-            workers = _local_workers(cfg, url, source)
+            workers = local_workers(cfg, url, source.get("dir"))
             stack.callback(workers.stop)
             workers.start()
         stopped = study_mod.run(
@@ -380,15 +385,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_workers(cfg: LaunchConfig, url: str, source: dict) -> object:
+def local_workers(cfg: LaunchConfig, url: str, data_dir: str | None, prepare: bool = True) -> Any:
+    """The study's local workers, not yet started; the URI goes in their environment."""
     from coordinator.study.local import LocalWorkers
-    from shared.data.cache import prepare
+    from shared.data.cache import prepare as prepare_data
 
-    data_dir = source.get("dir")
-    prepare(data_spec(cfg), data_dir=data_dir, cache_dir=cfg.cache_dir, progress=cfg.progress)
+    if prepare:
+        prepare_data(
+            data_spec(cfg), data_dir=data_dir, cache_dir=cfg.cache_dir, progress=cfg.progress
+        )
     logs = cfg.home / "logs" / cfg.exp_key
     print(f"worker logs: {logs}")
-    return LocalWorkers(cfg.local_workers, worker_args(cfg, url, data_dir), logs)
+    env = {defaults.ENV_MONGO: url}
+    return LocalWorkers(cfg.local_workers, worker_args(cfg, data_dir), logs, env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,7 +82,7 @@ def study_counts(store: Store, exp_key: str) -> dict[str, int]:
 
 def running_trials(store: Store, exp_key: str, now: float | None = None) -> list[dict]:
     """What every running trial is doing: worker, epoch reached, time since it started."""
-    now = time.time() if now is None else now
+    now = store.server_time() if now is None else now  # `started` is the server's time
     fields = ["worker", "owner", "progress", "spec", "started", "book_time"]
     docs = store.trials_in(exp_key, [State.RUNNING], fields)
     rows = []

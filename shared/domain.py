@@ -4,9 +4,14 @@ A pickle can name any importable callable, and a hyperopt expression graph can c
 methods by name, so both are checked before anything runs:
 
 * the unpickler admits only the exact classes a Domain pickle needs, Strix's own
-  objectives, and names under packages the worker's operator allowed (``--allow-module``);
+  objectives, and, under packages the worker's operator allowed (``--allow-module``),
+  the functions and classes those packages define themselves: never a dotted name
+  (``PKG.mod.fn.__builtins__.get`` walks to ``exec``), a module (``PKG.os``), a
+  re-exported builtin or library class, and it never sets the state of a function,
+  class or module (BUILD would rewrite installed code's attributes);
 * every node of the search-space graph must be a sampling or arithmetic node that
-  hyperopt's ``hp.*`` functions produce; ``call``/``call_method`` nodes are refused.
+  hyperopt's ``hp.*`` functions produce, or pure math (``scope.sin``...);
+  ``call``/``call_method``/``getattr`` nodes are refused.
 
 Code stored in the database never runs: an allowed objective is imported by name from
 the worker's own installed packages.
@@ -14,6 +19,7 @@ the worker's own installed packages.
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 from collections.abc import Iterable
@@ -47,6 +53,8 @@ _SPACE_NODES = {
     *("normal", "qnormal", "lognormal", "qlognormal", "categorical", "randint_via_categorical"),
     *("int", "float", "bool", "len", "abs", "neg", "add", "sub", "mul", "truediv", "floordiv"),
     *("pow", "mod", "exp", "log", "sqrt", "maximum", "minimum", "round", "array_union"),
+    # the rest of pyll's pure math: numbers in, a number out, no names looked up
+    *("sin", "cos", "tan", "arctan", "sum", "max", "min", "eq", "lt", "le", "gt", "ge"),
 }
 _HOW_TO = (
     "workers only run functions of the installed `shared` package; post the study with "
@@ -59,15 +67,43 @@ def _allowed_by(module: str, packages: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in packages)
 
 
-class _SafeUnpickler(pickle.Unpickler):
+def _refuse(module: str, name: str) -> JobError:
+    return JobError(f"refusing to run code from {module}.{name}: {_HOW_TO}")
+
+
+def _own_code(obj: Any, packages: Iterable[str]) -> bool:
+    """A function or class that an allowed package defines itself (not one it imports)."""
+    kind = inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)
+    return kind and _allowed_by(str(getattr(obj, "__module__", None) or ""), packages)
+
+
+class _Opcodes(dict):
+    def __missing__(self, key: int) -> Any:
+        raise pickle.UnpicklingError(f"invalid load key, {chr(key)!r}.")  # as C pickle says
+
+
+class _SafeUnpickler(pickle._Unpickler):  # the Python one: BUILD can be checked
     def __init__(self, blob: bytes, allow_modules: tuple[str, ...]) -> None:
         super().__init__(io.BytesIO(blob))
         self.allow_modules = allow_modules
+        self.dispatch = _Opcodes({**self.dispatch, pickle.BUILD[0]: _SafeUnpickler.load_build})
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _CLASSES or _allowed_by(module, self.allow_modules):
+        if (module, name) in _CLASSES:
             return super().find_class(module, name)
-        raise JobError(f"refusing to run code from {module}.{name}: {_HOW_TO}")
+        if "." in name or not _allowed_by(module, self.allow_modules):
+            raise _refuse(module, name)
+        obj = super().find_class(module, name)
+        if not _own_code(obj, self.allow_modules):
+            raise _refuse(module, name)
+        return obj
+
+    def load_build(self) -> None:
+        target = self.stack[-2] if len(self.stack) >= 2 else None
+        if inspect.isroutine(target) or inspect.isclass(target) or inspect.ismodule(target):
+            name = getattr(target, "__qualname__", getattr(target, "__name__", "?"))
+            raise JobError(f"refusing to set the state of {name}: {_HOW_TO}")
+        super().load_build()
 
 
 def check_space(domain: Any) -> None:

@@ -51,3 +51,7 @@ class MissingAttachment(StoreError, KeyError):
 
 class JobError(StrixError):
     """A job document cannot be run: missing or garbled spec, wrong Strix version."""
+
+
+class StudyBusy(StrixError):
+    """Another live coordinator holds the study (one coordinator per study at a time)."""

@@ -8,6 +8,8 @@ hold for code that never runs in the suite too.
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +166,48 @@ def test_graph_reads_lazy_and_relative_imports(tmp_path: Path) -> None:
     assert edges["shared.sub.b"] == {"shared.sub.c"}
     assert edges["shared.sub.c"] == {"shared.a"}
     assert cycles(edges) == [["shared.a", "shared.sub.b", "shared.sub.c", "shared.a"]]
+
+
+# --- docs/architecture.md stays true ----------------------------------------------------------
+
+
+def doc_names(text: str) -> set[str]:
+    """Fully qualified names the map cites: `shared.x.y`, `coordinator.x`, `worker.x.f`."""
+    found = set()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`]+)`", text):
+        for token in re.findall(r"\b(?:shared|coordinator|worker)(?:\.\w+)+", span):
+            found.add(token)
+    return found
+
+
+def resolves(name: str) -> bool:
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_architecture_doc_cites_only_names_that_exist() -> None:
+    names = doc_names((ROOT / "docs" / "architecture.md").read_text())
+    assert len(names) > 30, "the map names the functions on a trial's path"
+    assert sorted(n for n in names if not resolves(n)) == []
+    assert not resolves("shared.store.queue.no_such_function")
+
+
+def test_architecture_doc_describes_every_package() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    packages = {module_name(p.parent) for p in ROOT.glob("*/**/__init__.py")}
+    packages = {p for p in packages if p.split(".")[0] in PACKAGES}
+    cited = set(re.findall(r"`([\w/]+)/`", text))
+    missing = sorted(p for p in packages if not any(p.replace(".", "/").endswith(c) for c in cited))
+    assert missing == []

@@ -255,6 +255,20 @@ def test_wrong_password_is_refused_and_redacted(mongo_url: str) -> None:
     assert "example-wrong-pw" not in res.stderr + res.stdout
 
 
+@pytest.mark.parametrize(
+    "query, error",
+    [
+        ("proxyPassword=example-proxy-pw", "malformed MongoDB URI 'mongodb://"),
+        ("tlsCertificateKeyFilePassword=example-key-pw", "cannot reach MongoDB at mongodb://"),
+    ],
+)
+def test_a_secret_query_option_is_never_shown(mongo_url: str, query: str, error: str) -> None:
+    """Where the worker names its store (the start line, every error): no secret option."""
+    res = _cli("-m", "worker", "--mongo", f"{mongo_url}/?{query}", "--reserve-timeout", "0.5")
+    assert error in _error_line(res)
+    assert query.split("=")[1] not in res.stderr + res.stdout, res.stderr[-2000:]
+
+
 # --- the dataset -------------------------------------------------------------------------------
 
 
@@ -432,7 +446,7 @@ def _domain(space: dict, fn: object = None) -> bytes:
 
 @pytest.fixture(scope="module")
 def broken_jobs(mongo_server: str, tmp_path_factory: pytest.TempPathFactory):
-    """Six studies with one broken part each and a good one last; one worker runs them all."""
+    """Studies with one broken part each and a good one last; one worker runs them all."""
     from shared.store import connect
     from shared.training.jobs import toy_space
     from tests.helpers import insert_toy_jobs
@@ -441,6 +455,15 @@ def broken_jobs(mongo_server: str, tmp_path_factory: pytest.TempPathFactory):
     store = connect(mongo_server, db)
     old = toy_space(0.0)
     old["strix_version"] = "0.0.1"
+    roots = tmp_path_factory.mktemp("roots")
+    (roots / "work").mkdir()
+    (roots / "weights").mkdir()
+    (roots / "work" / "escape").symlink_to(roots)  # a link inside the work dir leads out
+    tb_out, tb_link = toy_space(0.0), toy_space(0.0)
+    tb_out["tb_dir"] = str(roots / "evil")
+    tb_link["tb_dir"] = str(roots / "work" / "escape" / "evil")
+    weights_out = toy_space(0.0)
+    weights_out["weights"] = str(roots / "work" / ".." / "stolen.h5")
     attachments = {
         "nodomain": None,
         "badpickle": b"not a pickle",
@@ -448,6 +471,9 @@ def broken_jobs(mongo_server: str, tmp_path_factory: pytest.TempPathFactory):
         "oldversion": _domain(old),
         "garbled": _domain(toy_space(0.0)),
         "nomisc": _domain(toy_space(0.0)),
+        "tbdir": _domain(tb_out),
+        "tblink": _domain(tb_link),
+        "weights": _domain(weights_out),
         "good": _domain(toy_space(0.0)),
     }
     for key, blob in attachments.items():
@@ -483,11 +509,16 @@ def broken_jobs(mongo_server: str, tmp_path_factory: pytest.TempPathFactory):
         "50",
         "--heartbeat",
         "1",
+        "--workdir",
+        str(roots / "work"),
+        "--weights-dir",
+        str(roots / "weights"),
         timeout=180,
     )
     log.write_text(res.stderr)
     docs = {d["exp_key"]: d for d in store.trials_in(None)}
-    yield res, docs
+    assert not (roots / "evil").exists(), "a job document chose where the worker writes"
+    yield res, docs, roots
     store.client.drop_database(db)
     store.close()
 
@@ -518,22 +549,32 @@ JOB_ERRORS = {
     "garbled": "trial spec cannot be evaluated: NotImplementedError: ('multiple values', ('x', "
     "'garbage'))",
     "nomisc": "trial spec cannot be evaluated: KeyError: 'misc'",
+    "tbdir": "refusing the trial's tb_dir {roots}/evil/tbdir/trial-{tid}: a worker writes only "
+    "under its --workdir {roots}/work; launch with a --tb-dir inside it, or start the worker "
+    "with a --workdir that holds the study's --tb-dir",
+    "tblink": "refusing the trial's tb_dir {roots}/evil/tblink/trial-{tid}: a worker writes only "
+    "under its --workdir {roots}/work; launch with a --tb-dir inside it, or start the worker "
+    "with a --workdir that holds the study's --tb-dir",
+    "weights": "refusing the trial's weights {roots}/stolen.h5: a worker loads weight files "
+    "only from its --weights-dir {roots}/weights; launch with --weights imagenet, none or a "
+    "file in that directory",
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(JOB_ERRORS))
 def test_broken_job_is_marked_error_with_a_reason(broken_jobs, key: str) -> None:
-    res, docs = broken_jobs
+    res, docs, roots = broken_jobs
     doc = docs[key]
+    reason = JOB_ERRORS[key].format(roots=os.path.realpath(roots), tid=doc.get("tid"))
     assert doc["state"] == 3, (doc, res.stderr[-3000:])
-    assert doc["error"] == ["strix", JOB_ERRORS[key]]
-    assert doc["result"] == {"status": "fail", "reason": JOB_ERRORS[key]}
+    assert doc["error"] == ["strix", reason]
+    assert doc["result"] == {"status": "fail", "reason": reason}
 
 
 @pytest.mark.slow
 def test_worker_carries_on_after_broken_jobs(broken_jobs) -> None:
-    res, docs = broken_jobs
+    res, docs, _ = broken_jobs
     assert res.returncode == 0, res.stderr[-3000:]
     assert docs["good"]["state"] == 2 and docs["good"]["result"]["status"] == "ok"
     assert "Traceback" not in res.stderr

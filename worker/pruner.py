@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 class SharedPruner:
     """Judges one trial (``tid`` of ``exp_key``) against the rung records in the store."""
 
-    def __init__(self, store: Store, cfg: PrunerConfig, exp_key: str, tid: int, owner: str):
-        self.store, self.cfg = store, cfg
-        self.exp_key, self.tid, self.owner = exp_key, tid, owner
+    def __init__(self, store: Store, cfg: PrunerConfig, job: dict, owner: str):
+        self.store, self.cfg, self.job, self.owner = store, cfg, job, owner
+        self.exp_key, self.tid = str(job.get("exp_key")), int(job.get("tid", -1))
 
     def __call__(self, epoch: int, value: float) -> Decision | None:
         if not self.cfg.judges_at(epoch):
@@ -32,7 +32,11 @@ class SharedPruner:
         try:
             others = self.store.rung_values(self.exp_key, epoch, but=self.tid)
             decision = decide(self.cfg, epoch, value, others)
-            self.store.record_rung(self.exp_key, self.tid, epoch, value, self.owner)
+            if not self.store.record_rung(self.job, self.owner, epoch, value):
+                # the run is no longer ours: its value is not recorded, and the heartbeat
+                # stops it; judging it further would be moot
+                log.warning("trial %s: not ours any more; rung %d not recorded", self.tid, epoch)
+                return None
         except StoreError as e:
             log.warning("trial %s: no pruning decision at epoch %d (%s)", self.tid, epoch, e)
             return None
@@ -46,4 +50,4 @@ def for_job(store: Store, job: dict, pruner: dict | None, owner: str) -> SharedP
     cfg = PrunerConfig.from_dict(pruner)
     if cfg.kind == "none":
         return None
-    return SharedPruner(store, cfg, str(job.get("exp_key")), int(job.get("tid", -1)), owner)
+    return SharedPruner(store, cfg, job, owner)

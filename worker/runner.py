@@ -14,27 +14,23 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict
 from typing import Any
 
 from shared.domain import is_strix, load_domain
 from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.store import Store
-from shared.training import backend
+from shared.training import backend, jobs
 from shared.training.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
 from worker import pruner, vault
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
 from worker.heartbeat import Heartbeat
+from worker.tenure import Active, Tenure, lease_deadline
 
 log = logging.getLogger(__name__)
 DOMAIN = "FMinIter_Domain"
-
-
-@dataclass
-class Active:
-    job: dict
-    holder: str | None  # GPU lease id, None on CPU-only hosts
 
 
 class Worker:
@@ -43,11 +39,12 @@ class Worker:
     ):
         self.cfg, self.store, self.inventory, self.forced = cfg, store, inventory, forced
         self.gpu: int | None = None
-        self.id = f"{cfg.host}:{os.getpid()}:{secrets.token_hex(2)}"
+        # host and pid for people; the uuid4 for uniqueness (compose workers share a host
+        # name and all run as pid 1)
+        self.id = f"{cfg.host}:{os.getpid()}:{uuid.uuid4().hex}"
         self.stop_requested = threading.Event()  # first signal: take no more trials
         self.trial_stop = threading.Event()  # tells the running trial to end now
-        self.current: Active | None = None
-        self.lost = False
+        self.tenure = Tenure(self.trial_stop, self.stop_requested)
         self.jobs_run = 0
         self.failures = 0
         self._domains: dict[str, Any] = {}
@@ -55,7 +52,12 @@ class Worker:
         self._last_reap = 0.0
         self.child: Any = None  # the --isolate process of the running trial
         self.trial_vault: vault.StoreVault | None = None  # the running trial's checkpoints
-        self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, self._on_lost)
+        t = self.tenure
+        self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, t.lose, t.left, t.expire)
+
+    @property
+    def current(self) -> Active | None:
+        return self.tenure.current
 
     # --- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
@@ -74,6 +76,9 @@ class Worker:
                 self.cfg.host, indices, self.id, self.cfg.grace, forced=self.forced
             )
         pin(self.gpu, self.inventory)  # before the first trial imports TensorFlow
+        from shared.data.cache import sweep_stale
+
+        sweep_stale(self.cfg.cache_dir)  # a SIGKILL mid-build leaves temp dirs of up to 1 GB
         self.heartbeat.start()
         where = "CPU" if self.gpu is None else f"GPU {self.gpu}"
         log.info("worker %s ready on %s (store %s)", self.id, where, self.store.target.redacted)
@@ -140,7 +145,7 @@ class Worker:
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap >= self.cfg.heartbeat:
             self._last_reap = time.monotonic()
-            self.store.reap(self.cfg.grace, self.cfg.max_attempts)
+            self.store.reap(self.cfg.max_attempts)  # by each holder's grace, server time
 
     def _reserve(self) -> Active | None:
         allowed = ["light", "heavy"]
@@ -157,41 +162,44 @@ class Worker:
             units = self._cost(resource)
             if not self.store.acquire(self.cfg.host, self.gpu, holder, units, cap, ttl):
                 return None
-        job = self.store.reserve(self.id, self.cfg.exp_key, [resource])
+        sent = time.monotonic()
+        job = self.store.reserve(self.id, self.cfg.exp_key, [resource], self.cfg.grace)
         if job is None and holder is not None:
             self.store.release(self.cfg.host, self.gpu, holder)
-        return None if job is None else Active(job, holder)
+        return None if job is None else Active(job, holder, lease_deadline(sent, self.cfg.grace))
 
     # --- heartbeat -----------------------------------------------------------------------
-    def _beat(self) -> bool:
+    def _beat(self) -> Active | None:
+        """Renew this worker's leases; the run found no longer ours, if any."""
         active = self.current
-        ours = True
+        ours, sent = True, time.monotonic()
         if active is not None:
-            ours = self.store.heartbeat(active.job, self.id)
+            ours = self.store.heartbeat(active.job, self.id, self.cfg.grace)
+            self.tenure.renewed(active, sent, self.cfg.grace)
         if self.gpu is not None:
             holder = active.holder if active else None
             self.store.renew(self.cfg.host, self.gpu, self.id, holder, self.cfg.grace)
-        return ours
-
-    def _on_lost(self) -> None:
-        self.lost = True
-        self.trial_stop.set()
+        return None if ours else active
 
     # --- one trial -----------------------------------------------------------------------
     def run_job(self, active: Active) -> None:
         job = active.job
-        self.current, self.lost, self.trial_vault = active, False, None
-        self.trial_stop.clear()
-        if self.stop_requested.is_set():
-            self.trial_stop.set()
+        self.tenure.begin(active)
+        self.trial_vault = None
         log.info("trial %s of %s started", job.get("tid"), job.get("exp_key"))
+        began = time.monotonic()
         try:
-            outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
+            try:
+                outcome = self._evaluate_isolated(job) if self.cfg.isolate else self._evaluate(job)
+            finally:
+                if active.holder is not None:
+                    self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
+            took = time.monotonic() - began
+            log.info("trial %s ended (%s after %.1fs)", job.get("tid"), outcome[0].value, took)
+            active.finishing = True  # the lease is still renewed while the outcome is stored
+            self._record(active, outcome)
         finally:
-            self.current = None
-            if active.holder is not None:
-                self._safe(self.store.release, self.cfg.host, self.gpu, active.holder)
-        self._record(job, outcome)
+            self.tenure.end()
 
     def _evaluate(self, job: dict) -> tuple[Outcome, Any]:
         """Returns (kind, payload): ok/result, fail/result, error/reason or stopped/None."""
@@ -229,6 +237,7 @@ class Worker:
             job=job,
             weights_dir=self.cfg.weights_dir,
             cache_dir=self.cfg.cache_dir,
+            work_dir=self._work_dir(),
             vault=self.trial_vault,
         )
         if config.model != "toy":
@@ -286,16 +295,21 @@ class Worker:
             proc.kill()
             proc.join(5)
 
-    def _record(self, job: dict, outcome: tuple[Outcome, Any]) -> None:
-        kind, payload = outcome
+    def _record(self, active: Active, outcome: tuple[Outcome, Any]) -> None:
+        job, (kind, payload) = active.job, outcome
         tid = job.get("tid")
-        if self.lost:
+        if active.lost:
             self._taken_over(job)
             return
         if kind is Outcome.STOPPED:
             reason = payload or "worker stopped by signal"
-            if self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace):
+            if active.fenced:
+                reason = "its worker's lease ran out during a store outage"
+            back = self._safe(self.store.requeue, job, self.id, reason, retry_s=self.cfg.grace)
+            if back:
                 log.info("trial %s put back in the queue (%s)", tid, reason)
+            elif back is False:
+                self._taken_over(job)
             return
         if kind is Outcome.ERROR:
             result, error = {"status": "fail", "reason": payload}, payload
@@ -352,7 +366,13 @@ class Worker:
             config = pyll.rec_eval(domain.expr, memo=domain.memo_from_config(spec))
         except Exception as e:
             raise JobError(f"trial spec cannot be evaluated: {type(e).__name__}: {e}") from None
-        return domain, spec, parse_config(config)  # garbled or other-version jobs fail here
+        parsed = parse_config(config)  # garbled or other-version jobs fail here
+        ctx = RunContext(job=job, weights_dir=self.cfg.weights_dir, work_dir=self._work_dir())
+        jobs.trial_paths(parsed, ctx)  # a path outside this worker's directories: ERROR now
+        return domain, spec, parsed
+
+    def _work_dir(self) -> str | None:
+        return None if self.cfg.workdir is None else str(self.cfg.workdir)
 
     def _load_data(self, spec: Any) -> Any:
         from shared.data.cache import load
@@ -364,10 +384,9 @@ class Worker:
         return self._data[spec]
 
     def _epoch(self, job: dict, epoch: int, row: dict) -> None:
-        base = {"exp_key": job.get("exp_key"), "tid": job.get("tid"), "owner": self.id}
-        self._safe(self.store.add_metric, {**base, "epoch": epoch, "time": time.time(), **row})
-        progress = {"progress": {"epoch": epoch, "updated": time.time(), **row}}
-        self._safe(self.store.set_fields, job, self.id, progress)
+        """Progress and metrics of one epoch, owner-guarded; a refusal stops this run only."""
+        if self._safe(self.store.record_epoch, job, self.id, epoch, row) is False:
+            self.tenure.lose_job(job)
 
     def _info(self) -> dict:
         return {"id": self.id, "host": self.cfg.host, "pid": os.getpid(), "gpu": self.gpu}

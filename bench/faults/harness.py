@@ -97,12 +97,17 @@ class Harness:
         return 3.0 * self.heartbeat
 
     # --- workers --------------------------------------------------------------------------
-    def spawn(self, n: int = 1, wait: bool = True) -> list[Popen]:
+    def spawn(
+        self, n: int = 1, wait: bool = True, args: list[str] | None = None, env: dict | None = None
+    ) -> list[Popen]:
+        """``n`` workers with the harness's flags and environment (or these ``args``/``env``:
+        a simulated host of its own)."""
+        args, env = args or self.args, {**self.env, **(env or {})}
         new = []
         for _ in range(n):
             path = self.work_dir / "logs" / f"worker-{self.spawned}.log"
             self.spawned += 1
-            new.append((spawn_worker(self.url, self.db, self.args, path, self.env, ROOT), path))
+            new.append((spawn_worker(self.url, self.db, args, path, env, ROOT), path))
         if wait:
             for proc, path in new:
                 wait_for_log(proc, path, "ready on")
@@ -183,7 +188,7 @@ class Harness:
         while poster.is_alive() or (poster.error is not None and restarts > 0):
             poster.join(0.25)
             try:
-                study.store.reap(self.grace, self.max_attempts)
+                study.store.reap(self.max_attempts)
             except StoreError:
                 self.recovered.append(traceback.format_exc())
                 continue

@@ -36,8 +36,9 @@ class LocalWorkers:
     """N ``python -m worker`` processes, logging to ``<log_dir>/worker-<i>.log``.
 
     ``log_dir`` is per study: the launcher passes ``$STRIX_HOME/logs/<exp_key>``, so two
-    studies never append to the same files. ``args`` is the worker's whole command line,
-    ``--mongo`` included; ``env`` is added to this process's environment.
+    studies never append to the same files. ``args`` is the worker's command line; the
+    MongoDB URI goes in ``env`` (``STRIX_MONGO``), never in ``args``: a command line is
+    world-readable, and the URI may hold a password. ``env`` is added to this process's.
     """
 
     def __init__(self, n: int, args: list[str], log_dir: Path, env: dict | None = None) -> None:

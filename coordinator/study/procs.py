@@ -56,10 +56,14 @@ def spawn_worker(
     env: dict[str, str] | None = None,
     cwd: Path | str | None = None,
 ) -> subprocess.Popen:
-    """One ``python -m worker --mongo url [--db db] args`` process (no ``--db``: the
-    worker uses the URI's database)."""
+    """One ``python -m worker [--db db] args`` process on MongoDB ``url`` (no ``--db``: the
+    worker uses the URI's database). The URI travels in the child's environment
+    (``STRIX_MONGO``), never on its command line, which any user can read (``ps``)."""
+    from shared.config import defaults
+
     db_flag = ["--db", db] if db else []
-    return spawn("worker", ["--mongo", url, *db_flag, *args], log_path, env, cwd)
+    env = {**(env or {}), defaults.ENV_MONGO: url}
+    return spawn("worker", [*db_flag, *args], log_path, env, cwd)
 
 
 def stop_procs(procs: Iterable[subprocess.Popen], timeout: float = 30.0) -> None:

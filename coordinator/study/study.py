@@ -10,8 +10,11 @@ stops, the queued trials no worker started are withdrawn, and the running ones f
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,7 @@ import numpy as np
 from coordinator.study.limits import Stopper, StudyLimits
 from coordinator.study.progress import Progress, best_text
 from coordinator.study.summary import common_reasons, failed_trials, reasons_text
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import ConfigError, StoreError, StoreUnavailable, StudyBusy
 from shared.store import State, Store
 
 log = logging.getLogger(__name__)
@@ -136,7 +139,15 @@ def run(
     interval: float = 1.0,
 ) -> str | None:
     """Post the study and block until all its trials ended, reaping lost ones meanwhile;
-    returns why posting stopped early (a budget), or None."""
+    returns why posting stopped early (a budget), or None.
+
+    Only one coordinator runs a study at a time: this one holds the study's lease in the
+    store (its own ``grace``, server time) and renews it every tick; a second one on the
+    same exp_key is refused with :class:`StudyBusy`, naming the holder. Reaping judges each
+    trial by its holder's lease, so neither ``grace`` nor this host's clock decides it.
+    """
+    me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    _hold(study, me, grace)
     poster = Poster(study)
     poster.start()
     watch = _Watch(study, progress)
@@ -144,7 +155,8 @@ def run(
         while poster.is_alive():
             poster.join(interval)
             try:
-                watch.tick(grace, max_attempts, poster)
+                _hold(study, me, grace)
+                watch.tick(max_attempts, poster)
             except StoreUnavailable as e:  # keep watching: workers and poster ride it out too
                 log.warning("store unavailable (%s); retrying", e)
                 continue
@@ -153,9 +165,27 @@ def run(
     finally:
         poster.halt.set()
         watch.view.close()
+        _let_go(study, me)
     if poster.error is not None:
         raise poster.error
     return watch.stopped
+
+
+def _hold(study: Study, me: str, grace: float) -> None:
+    """Take or renew this coordinator's lease on the study; StudyBusy if another holds it."""
+    holder = study.store.claim_study(study.exp_key, me, grace)
+    if holder is not None:
+        raise StudyBusy(
+            f"study {study.exp_key!r} is being run by another coordinator, {holder}; stop "
+            "that one first (or wait for it to end), or pick another --exp-key"
+        )
+
+
+def _let_go(study: Study, me: str) -> None:
+    try:
+        study.store.release_study(study.exp_key, me)
+    except StoreError as e:
+        log.warning("could not release the study's lease (%s); it expires by itself", e)
 
 
 class _Watch:
@@ -168,9 +198,9 @@ class _Watch:
         self.stopper = Stopper(study.limits, lambda: study.store.finished_losses(study.exp_key))
         self.stopped: str | None = None
 
-    def tick(self, grace: float, max_attempts: int, poster: Poster) -> None:
+    def tick(self, max_attempts: int, poster: Poster) -> None:
         store, key = self.study.store, self.study.exp_key
-        store.reap(grace, max_attempts)
+        store.reap(max_attempts)
         tally = store.tally(key)
         best = best_text(next(iter(store.best(key)), None))
         pruned = store.count_pruned(key)

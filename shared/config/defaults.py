@@ -23,6 +23,7 @@ ENV_WEIGHTS_DIR = "STRIX_WEIGHTS_DIR"  # local ImageNet weight files (offline ma
 ENV_ALLOW_MODULES = "STRIX_ALLOW_MODULES"  # installed packages whose objectives workers run
 ENV_DASHBOARD_HOST = "STRIX_DASHBOARD_HOST"  # where `strix dashboard` listens
 ENV_DASHBOARD_PORT = "STRIX_DASHBOARD_PORT"
+ENV_DASHBOARD_TOKEN = "STRIX_DASHBOARD_TOKEN"  # the dashboard login token (no flag)
 
 # --- MongoDB -------------------------------------------------------------------------
 MONGO_URL = "mongodb://127.0.0.1:27017"

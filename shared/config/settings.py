@@ -75,6 +75,15 @@ def between(low: int, high: int) -> Check:
     return lambda v: None if low <= v <= high else f"{v!r} is out of range; expected {low}..{high}"
 
 
+def min_length(n: int) -> Check:
+    return lambda v: (
+        None
+        if len(v) >= n
+        else f"must be at least {n} characters (got {len(v)}); e.g. the "
+        "output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    )
+
+
 def one_of(*choices: str) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
 
@@ -96,13 +105,15 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             env=d.ENV_DATA_DIR, metavar="DIR", group=_DATA),
     Setting("cache_dir", "prepared-data cache (default: <home>/cache)", env=d.ENV_CACHE_DIR,
             metavar="DIR", group=_DATA),
-    Setting("weights_dir", "local ImageNet weight files for offline hosts",
+    Setting("weights_dir", "local ImageNet weight files for offline hosts (a study's "
+            "--weights file must lie in it)",
             env=d.ENV_WEIGHTS_DIR, metavar="DIR", group=_DATA),
     Setting("exp_key", "study name", metavar="KEY", group=_STUDY),
     Setting("heartbeat", "seconds between worker heartbeats", d.HEARTBEAT_S, float,
             env=d.ENV_HEARTBEAT, check=positive, group=_WORKER),
-    Setting("grace", "seconds without heartbeat before a trial is requeued (default "
-            f"{d.GRACE_FACTOR:g} x heartbeat)", None, float, check=positive, group=_WORKER),
+    Setting("grace", "this worker's lease: seconds without a heartbeat before its trial may "
+            f"be requeued (default {d.GRACE_FACTOR:g} x heartbeat)", None, float,
+            check=positive, group=_WORKER),
     Setting("max_attempts", "lost runs before a trial is marked ERROR", d.MAX_ATTEMPTS, int,
             check=at_least(1), group=_WORKER),
     Setting("checkpoint_every", "minutes between checkpoints inside an epoch (one is saved after "
@@ -130,7 +141,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             d.MAX_CONSECUTIVE_FAILURES, int, check=at_least(1), group=_WORKER),
     Setting("last_job_timeout", "take no new trial after this many seconds", None, float,
             check=positive, group=_WORKER),
-    Setting("workdir", "directory trials run in (must be writable)", metavar="DIR",
+    Setting("workdir", "directory trials run in (must be writable; a study's --tb-dir must "
+            "lie in it)", metavar="DIR",
             group=_WORKER),
     Setting("allow_module", "also run objectives from this installed package (repeatable or "
             "comma-separated)", (), _csv, env=d.ENV_ALLOW_MODULES, metavar="PKG",
@@ -169,6 +181,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("dashboard_port", "port (0 picks a free one)", 8080, int,
             check=between(0, 65535), env=d.ENV_DASHBOARD_PORT, option="--port",
             group=_DASHBOARD),
+    Setting("dashboard_token", "the token every page and API call must carry (required "
+            "beyond loopback; unset: a new one is printed at start); environment only, a "
+            "command line is world-readable", check=min_length(16), env=d.ENV_DASHBOARD_TOKEN,
+            option=d.ENV_DASHBOARD_TOKEN, group=_DASHBOARD),
 ]}
 # fmt: on
 
@@ -261,7 +277,8 @@ def markdown() -> str:
         for s in (s for s in SETTINGS.values() if s.group == group):
             default = "" if s.default in (None, (), "") else f"`{_shown(s.default)}`"
             env = f"`{s.env_var}`" if s.env_var else ""
-            lines.append(f"| `{s.flag}` | {env} | {default} | {s.help} |")
+            flag = "(environment only)" if s.flag == s.env_var else f"`{s.flag}`"
+            lines.append(f"| {flag} | {env} | {default} | {s.help} |")
     return "\n".join(lines) + "\n"
 
 

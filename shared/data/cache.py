@@ -14,11 +14,13 @@ processes preparing the same cache at once both end up with one intact copy.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,15 +109,27 @@ def _unwritable(what: str, path: Path, exc: OSError, fix: str) -> DataError:
     )
 
 
+BUILDING = ".building"  # inside a temp dir: flock-ed by the process building it
+STALE_UNLOCKED_S = 3600.0  # a temp dir without a lock file (a crash right after mkdtemp)
+
+
 def atomic_dir(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build in a sibling temp dir, then rename: readers never see a half-written cache."""
+    """Build in a sibling temp dir, then rename: readers never see a half-written cache.
+
+    The builder holds an flock on the temp dir's ``.building`` file while it builds; the
+    kernel drops it when the builder dies (even by SIGKILL), which is how
+    :func:`sweep_stale` tells a dead build's leftovers from a live one.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        lock = open(tmp / BUILDING, "w")  # noqa: SIM115 - held until the rename
+        fcntl.flock(lock, fcntl.LOCK_EX)
     except OSError as exc:
         raise _unwritable("create cache directory", target.parent, exc, "") from exc
     try:
         build(tmp)
+        (tmp / BUILDING).unlink()
         try:
             os.rename(tmp, target)
         except OSError:
@@ -125,8 +139,45 @@ def atomic_dir(target: Path, build: Callable[[Path], None]) -> Path:
     except OSError as exc:
         raise _unwritable("write cache", target, exc, "free disk space, or ") from exc
     finally:
+        lock.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def sweep_stale(cache_dir: PathArg) -> list[Path]:
+    """Remove the temp dirs of builds that died (a SIGKILL mid-build leaves up to 1 GB):
+    those whose ``.building`` lock no live process holds. Run at a process's start."""
+    root, removed = cache_root(cache_dir), []
+    try:
+        found = [p for p in root.rglob(".*.tmp-*") if p.is_dir()] if root.is_dir() else []
+    except OSError as e:
+        log.warning("could not look for stale temp dirs in %s (%s)", root, e)
+        return removed
+    for tmp in found:
+        if _build_is_dead(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+            log.info("removed %s, left by a build that died", tmp)
+    return removed
+
+
+def _build_is_dead(tmp: Path) -> bool:
+    try:
+        fd = os.open(tmp / BUILDING, os.O_RDWR)  # never created here: absent means absent
+    except FileNotFoundError:  # built before locks existed, or a crash just after mkdtemp
+        try:
+            return time.time() - tmp.stat().st_mtime > STALE_UNLOCKED_S
+        except OSError:
+            return False
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True  # nobody holds it: its builder is gone
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _write_meta(directory: Path, meta: dict) -> None:

@@ -30,7 +30,7 @@ import gridfs
 import pymongo
 from bson import ObjectId
 
-from shared.store import exports
+from shared.store import exports, queue
 from shared.store.reads import State
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,10 @@ _NAME = re.compile(r"^[0-9]+-[0-9a-f]{16}\.npz$")
 
 def guard(job: dict, owner: str, states: tuple[State, ...] = (State.RUNNING,)) -> dict:
     """The one filter every checkpoint write and delete goes through: the job is still
-    ``owner``'s (and RUNNING, or just finished by it for the clean-up)."""
+    ``owner``'s in this attempt (:func:`shared.store.queue.owned`), and RUNNING, or just
+    finished by it for the clean-up."""
     state: Any = states[0] if len(states) == 1 else {"$in": [int(s) for s in states]}
-    return {"_id": job["_id"], "owner": owner, "state": state}
+    return {**queue.owned(job, owner), "state": state}
 
 
 def trial_file(job: dict) -> str:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
 
 import pymongo
 import pymongo.errors
-from pymongo import uri_parser
+from pymongo import common, uri_parser
 
 from shared.config import defaults
 from shared.errors import StoreAuthError, StoreConfigError, StoreError, StoreUnavailable
@@ -27,16 +27,57 @@ from shared.errors import StoreAuthError, StoreConfigError, StoreError, StoreUna
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-_USERINFO = re.compile(r"(?P<scheme>mongo(?:db)?(?:\+srv)?://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+_USERINFO = re.compile(r"(?P<scheme>mongo(?:db)?(?:\+srv)?://)(?P<user>[^:@/\s]*):[^\s?#]*@")
+_OPTION = re.compile(r"\b(?P<key>(?P<name>[A-Za-z]+)=)(?P<value>[^&;#\s]*)")
+# the URI options spec's sensitive options (pymongo's list, and the spec's own names)
+_SENSITIVE = {"proxyusername", "proxypassword", "tlscertificatekeyfilepassword", "password"}
+_SENSITIVE |= {o.lower() for o in getattr(common, "SENSITIVE_OPTIONS_FOR_REPR", ())}
+# authMechanismProperties keys pymongo shows in its repr; any other (AWS_SESSION_TOKEN) is secret
+_SAFE_PROPS = {"ALLOWED_HOSTS", "CANONICALIZE_HOST_NAME", "ENVIRONMENT", "SERVICE_HOST"}
+_SAFE_PROPS |= {"SERVICE_NAME", "SERVICE_REALM", "TOKEN_RESOURCE"}
 _SECRETS: set[str] = set()
 
 
 def redact(text: str) -> str:
-    """Replace every ``user:password@`` userinfo and every known password with ``***``."""
+    """``***`` for every password in userinfo, every secret query option (the URI options
+    spec's sensitive ones, authMechanismProperties values but the safe ones), and every
+    secret a URI parsed here held, wherever it shows up again."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
+    text = _OPTION.sub(_redact_option, text)
     for secret in _SECRETS:
         text = text.replace(secret, "***")
     return text
+
+
+def _redact_option(m: re.Match) -> str:
+    name = m["name"].lower()
+    if name in _SENSITIVE:
+        return f"{m['key']}***"
+    if name == "authmechanismproperties":
+        parts = re.split(r"(,|%2C)", m["value"], flags=re.IGNORECASE)
+        return m["key"] + "".join(_redact_property(p) for p in parts)
+    return m[0]
+
+
+def _redact_property(part: str) -> str:
+    pieces = re.split(r"(:|%3A)", part, maxsplit=1, flags=re.IGNORECASE)
+    if len(pieces) < 3 or pieces[0].upper() in _SAFE_PROPS:
+        return part
+    return f"{pieces[0]}{pieces[1]}***"
+
+
+def _remember_secrets(url: str) -> None:
+    """Keep the URI's secrets (as written and decoded) so that no later message shows them."""
+    parts = urlsplit(url)
+    found = [unquote_plus(parts.password or "")]
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name.lower() in _SENSITIVE:
+            found.append(value)
+        elif name.lower() == "authmechanismproperties":
+            pairs = (p.partition(":") for p in value.split(","))
+            found += [v for k, _, v in pairs if k.upper() not in _SAFE_PROPS]
+    for secret in filter(None, found):
+        _SECRETS.update({secret, quote(secret, safe=""), quote_plus(secret)})
 
 
 @dataclass(frozen=True)
@@ -70,8 +111,7 @@ def parse_target(url: str, db: str | None = None) -> MongoTarget:
             f"malformed MongoDB URI {redact(url)!r}: expected mongodb://[user:pass@]host"
             "[:port][/db][?authSource=admin&tls=true], or mongodb+srv://..."
         )
-    if parts.password:
-        _SECRETS.update({parts.password, unquote_plus(parts.password)})
+    _remember_secrets(url)
     if parts.scheme == "mongodb":
         try:
             uri_parser.parse_uri(url)
@@ -154,6 +194,23 @@ def guard_methods(cls: type) -> type:
     return cls
 
 
+_URI_SETS_W = re.compile(r"[?&]w=", re.IGNORECASE)
+WTIMEOUT_MS = 30_000  # a majority write that a failover stalls errors out instead of hanging
+
+
+def client_options(uri: str) -> dict[str, Any]:
+    """Replica-set semantics that the URI does not already choose.
+
+    ``retryWrites`` is left to the URI (pymongo retries a write once across a failover, and
+    the server applies it at most once). The write concern defaults to ``majority``: an
+    acknowledged ``finish`` then survives a failover; on a standalone server (and the
+    embedded nx-27017) it is the same as ``w=1``. A ``w=`` in the URI wins.
+    """
+    if _URI_SETS_W.search(uri):
+        return {}
+    return {"w": "majority", "wTimeoutMS": WTIMEOUT_MS}
+
+
 def make_client(target: MongoTarget, timeout_ms: int | None = None) -> pymongo.MongoClient:
     timeout = timeout_ms or defaults.SERVER_SELECTION_TIMEOUT_MS
     with translated(target.redacted):
@@ -161,6 +218,6 @@ def make_client(target: MongoTarget, timeout_ms: int | None = None) -> pymongo.M
             target.uri,
             serverSelectionTimeoutMS=timeout,
             connectTimeoutMS=timeout,
-            retryWrites=False,
             appname="strix",
+            **client_options(target.uri),
         )

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared.config import defaults
 from shared.errors import StoreAuthError
-from shared.store import checkpoints, leases, queue, reads, rungs
+from shared.store import checkpoints, leases, queue, reads, rungs, studylease
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target
+from shared.store.clock import ServerClock
 from shared.store.codec import encode, with_codec
 from shared.store.reads import State
 
 log = logging.getLogger(__name__)
+GRACE_S = defaults.GRACE_FACTOR * defaults.HEARTBEAT_S  # a holder that does not say its own
 
 
 @guard_methods
@@ -30,6 +33,7 @@ class Store:
         self.gpus = self.db["gpus"]
         self.metrics = self.db["metrics"]
         self.rungs = self.db["rungs"]
+        self.clock = ServerClock(self.client)  # every lease is server time
         self._handle: Any = None
 
     def __repr__(self) -> str:
@@ -77,17 +81,23 @@ class Store:
     def peek_resource(self, exp_key: str | None, resources: list[str]) -> str | None:
         return queue.peek_resource(self.jobs, exp_key, resources)
 
-    def reserve(self, owner: str, exp_key: str | None, resources: list[str]) -> dict | None:
-        return queue.reserve(self.jobs, owner, exp_key, resources)
+    def reserve(
+        self, owner: str, exp_key: str | None, resources: list[str], grace: float = GRACE_S
+    ) -> dict | None:
+        """Take the oldest fitting job; its lease lasts ``grace`` (the holder's own) seconds."""
+        return queue.reserve(self.jobs, owner, exp_key, resources, self.clock.now(), grace)
 
-    def heartbeat(self, job: dict, owner: str, extra: dict | None = None) -> bool:
-        return queue.heartbeat(self.jobs, job, owner, extra)
+    def heartbeat(
+        self, job: dict, owner: str, grace: float = GRACE_S, extra: dict | None = None
+    ) -> bool:
+        """Extend this run's lease by the holder's ``grace``; False: no longer ours."""
+        return queue.heartbeat(self.jobs, job, owner, self.clock.now(), grace, extra)
 
     def set_fields(self, job: dict, owner: str, fields: dict) -> bool:
         return queue.set_fields(self.jobs, job, owner, fields)
 
     def finish(self, job: dict, owner: str, result: dict, error: str | None = None) -> bool:
-        return queue.finish(self.jobs, job, owner, result, error)
+        return queue.finish(self.jobs, job, owner, result, error, self.clock.now())
 
     def requeue(self, job: dict, owner: str, reason: str) -> bool:
         return queue.requeue(self.jobs, job, owner, reason)
@@ -104,8 +114,13 @@ class Store:
         trials = self.trials(job.get("exp_key"), refresh=False)
         return MongoCtrl(trials=trials, current_trial=job, read_only=False)
 
-    def reap(self, grace_s: float, max_attempts: int, exp_key: str | None = None) -> list[int]:
-        return queue.reap(self.jobs, grace_s, max_attempts, exp_key)
+    def reap(self, max_attempts: int, exp_key: str | None = None) -> list[int]:
+        """Requeue the jobs whose holder's lease expired by the server's time, read now."""
+        return queue.reap(self.jobs, self.clock.read(), max_attempts, exp_key)
+
+    def server_time(self) -> float:
+        """The server's time now (epoch seconds), the clock every lease is judged by."""
+        return self.clock.read()
 
     def counts(self, exp_key: str | None = None) -> dict[str, int]:
         return {s.name.lower(): n for s, n in reads.counts(self.jobs, exp_key).items()}
@@ -172,22 +187,32 @@ class Store:
     def claim_slot(
         self, host: str, indices: list[int], worker: str, ttl: float, forced: int | None = None
     ) -> int:
-        return leases.claim_slot(self.gpus, host, indices, worker, ttl, forced)
+        now = self.clock.now()
+        return leases.claim_slot(self.gpus, host, indices, worker, ttl, now, forced)
 
     def acquire(
         self, host: str, index: int, holder: str, units: int, capacity: int, ttl: float
     ) -> bool:
-        return leases.acquire(self.gpus, leases.gpu_id(host, index), holder, units, capacity, ttl)
+        gid, now = leases.gpu_id(host, index), self.clock.now()
+        return leases.acquire(self.gpus, gid, holder, units, capacity, ttl, now)
 
     def renew(self, host: str, index: int, worker: str, holder: str | None, ttl: float) -> None:
-        leases.renew(self.gpus, leases.gpu_id(host, index), worker, holder, ttl)
+        leases.renew(self.gpus, leases.gpu_id(host, index), worker, holder, ttl, self.clock.now())
 
     def release(self, host: str, index: int, holder: str) -> None:
-        leases.release(self.gpus, leases.gpu_id(host, index), holder)
+        leases.release(self.gpus, leases.gpu_id(host, index), holder, self.clock.now())
 
     def gpu_usage(self, host: str, index: int) -> int:
         doc = self.gpus.find_one({"_id": leases.gpu_id(host, index)})
-        return 0 if doc is None else leases.used_units(doc)
+        return 0 if doc is None else leases.used_units(doc, self.clock.now())
+
+    # --- one coordinator per study (see shared.store.studylease) ------------------------
+    def claim_study(self, exp_key: str, holder: str, grace: float) -> str | None:
+        """Hold the study's coordinator lease; the other live holder's id when refused."""
+        return studylease.claim(self.db["coordinators"], exp_key, holder, grace, self.clock.read())
+
+    def release_study(self, exp_key: str, holder: str) -> None:
+        studylease.release(self.db["coordinators"], exp_key, holder)
 
     # --- live metrics and queries --------------------------------------------------------
     def add_metric(self, row: dict) -> None:
@@ -195,12 +220,24 @@ class Store:
         key = {k: row.get(k) for k in ("exp_key", "tid", "epoch")}
         self.metrics.replace_one(key, encode(row), upsert=True)
 
+    def record_epoch(self, job: dict, owner: str, epoch: int, row: dict) -> bool:
+        """One finished epoch of a running trial: its progress on the job, then its metrics
+        row, both only while the run is ours (False: nothing written, the run is lost)."""
+        now = self.clock.now()
+        progress = {"progress": {"epoch": epoch, "updated": now, **row}}
+        if not queue.set_fields(self.jobs, job, owner, progress):
+            return False
+        base = {"exp_key": job.get("exp_key"), "tid": job.get("tid"), "owner": owner}
+        self.add_metric({**base, "attempt": job.get("attempt"), "epoch": epoch, "time": now, **row})
+        return True
+
     # --- pruning and study budgets (see shared.store.rungs) -----------------------------
     def rung_values(self, exp_key: str, epoch: int, but: int | None = None) -> list[float]:
         return rungs.values(self.rungs, exp_key, epoch, but)
 
-    def record_rung(self, exp_key: str, tid: int, epoch: int, value: float, owner: str) -> None:
-        rungs.record(self.rungs, exp_key, tid, epoch, value, owner)
+    def record_rung(self, job: dict, owner: str, epoch: int, value: float) -> bool:
+        """This run's value at ``epoch``; False when the run is no longer ours."""
+        return rungs.record(self.rungs, self.jobs, job, owner, epoch, value)
 
     def count_pruned(self, exp_key: str | None) -> int:
         return rungs.count_pruned(self.jobs, exp_key)

@@ -3,7 +3,10 @@
 A worker *slot* says which GPU a worker process is pinned to (claimed once at start, so
 ``--scale worker=4`` on a 2-GPU host spreads 2 and 2). A *lease* says how many capacity
 units a running trial holds: light trials cost 1, heavy ones the whole GPU. Both expire
-with the heartbeat, so a killed worker frees its GPU without anyone cleaning up.
+with the heartbeat, so a killed worker frees its GPU without anyone cleaning up. As with
+trial leases, an expiry is the *server's* time (:mod:`shared.store.clock`) plus the
+holder's own grace, and every reader compares it with the server's time: the ``now``
+each function takes.
 
 Each GPU document is changed by compare-and-swap on its ``v`` counter: read, compute the
 new state in Python, write only if ``v`` is unchanged, else retry. That needs nothing
@@ -45,7 +48,7 @@ def _live(doc: dict, now: float) -> dict:
     return doc
 
 
-def _cas(gpus: Any, gid: str, mutate: Mutator, retries: int = 50) -> dict | None:
+def _cas(gpus: Any, gid: str, mutate: Mutator, now: float, retries: int = 50) -> dict | None:
     """Apply ``mutate`` to the live document atomically; None if it declined."""
     for attempt in range(retries):
         doc = gpus.find_one({"_id": gid})
@@ -54,7 +57,7 @@ def _cas(gpus: Any, gid: str, mutate: Mutator, retries: int = 50) -> dict | None
                 f"GPU {gid} is not registered in the gpus collection (was it deleted?); "
                 "restart the worker to register it again"
             )
-        new = mutate(_live(dict(doc), time.time()))
+        new = mutate(_live(dict(doc), now))
         if new is None:
             return None
         fields = {"leases": new["leases"], "workers": new["workers"], "v": doc["v"] + 1}
@@ -64,16 +67,22 @@ def _cas(gpus: Any, gid: str, mutate: Mutator, retries: int = 50) -> dict | None
     raise StoreError(f"GPU document {gid} stayed contended for {retries} tries; retry later")
 
 
-def used_units(doc: dict, now: float | None = None) -> int:
-    return sum(x["units"] for x in _live(dict(doc), now or time.time())["leases"])
+def used_units(doc: dict, now: float) -> int:
+    return sum(x["units"] for x in _live(dict(doc), now)["leases"])
 
 
 def claim_slot(
-    gpus: Any, host: str, indices: list[int], worker: str, ttl: float, forced: int | None = None
+    gpus: Any,
+    host: str,
+    indices: list[int],
+    worker: str,
+    ttl: float,
+    now: float,
+    forced: int | None = None,
 ) -> int:
     """Pin ``worker`` to the GPU of ``host`` with the fewest live workers (or ``forced``)."""
     while True:
-        docs = {d["index"]: _live(d, time.time()) for d in gpus.find({"host": host})}
+        docs = {d["index"]: _live(d, now) for d in gpus.find({"host": host})}
         candidates = (
             [forced]
             if forced is not None
@@ -86,30 +95,32 @@ def claim_slot(
             if forced is None and len(doc["workers"]) != seen:
                 return None  # someone else just took a slot: choose again
             doc["workers"] = [w for w in doc["workers"] if w["id"] != worker]
-            doc["workers"].append({"id": worker, "expires": time.time() + ttl})
+            doc["workers"].append({"id": worker, "expires": now + ttl})
             return doc
 
-        if _cas(gpus, gpu_id(host, target), add) is not None:
+        if _cas(gpus, gpu_id(host, target), add, now) is not None:
             return target
 
 
-def acquire(gpus: Any, gid: str, holder: str, units: int, capacity: int, ttl: float) -> bool:
+def acquire(
+    gpus: Any, gid: str, holder: str, units: int, capacity: int, ttl: float, now: float
+) -> bool:
     """Take ``units`` of the GPU for one trial, if they fit under ``capacity``."""
 
     def take(doc: dict) -> dict | None:
         if sum(x["units"] for x in doc["leases"]) + units > capacity:
             return None
-        doc["leases"].append({"id": holder, "units": units, "expires": time.time() + ttl})
+        doc["leases"].append({"id": holder, "units": units, "expires": now + ttl})
         return doc
 
-    return _cas(gpus, gid, take) is not None
+    return _cas(gpus, gid, take, now) is not None
 
 
-def renew(gpus: Any, gid: str, worker: str, holder: str | None, ttl: float) -> None:
+def renew(gpus: Any, gid: str, worker: str, holder: str | None, ttl: float, now: float) -> None:
     """Heartbeat: push back the expiry of the worker's slot and of its trial lease."""
 
     def extend(doc: dict) -> dict:
-        expires = time.time() + ttl
+        expires = now + ttl
         for item in [*doc["workers"], *doc["leases"]]:
             if item["id"] in (worker, holder):
                 item["expires"] = expires
@@ -117,13 +128,13 @@ def renew(gpus: Any, gid: str, worker: str, holder: str | None, ttl: float) -> N
             doc["workers"].append({"id": worker, "expires": expires})
         return doc
 
-    _cas(gpus, gid, extend)
+    _cas(gpus, gid, extend, now)
 
 
-def release(gpus: Any, gid: str, holder: str) -> None:
+def release(gpus: Any, gid: str, holder: str, now: float) -> None:
     def drop(doc: dict) -> dict:
         doc["leases"] = [x for x in doc["leases"] if x["id"] != holder]
         doc["workers"] = [w for w in doc["workers"] if w["id"] != holder]
         return doc
 
-    _cas(gpus, gid, drop)
+    _cas(gpus, gid, drop, now)

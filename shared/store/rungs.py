@@ -7,6 +7,11 @@ worker reads every record of an epoch with one query on that index, then writes 
 with one single-document upsert. MongoDB writes a document atomically, so a concurrent
 reader sees a record whole or not at all: no trial ever sees a half-written rung. A
 re-run of the same trial (after its worker died) replaces its own record.
+
+A record is owner-guarded like every trial write: it is written only while the job is
+still this run's (:func:`shared.store.queue.owned`), and only over a record of the same or
+an earlier ``attempt``, so a reaped holder that wakes up never overwrites the value of the
+trial's live run, which other trials are judged against.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import time
 from typing import Any
 
 import pymongo
+import pymongo.errors
 
 from shared.store.codec import encode
+from shared.store.queue import owned
 from shared.store.reads import State
 
 RUNG_INDEX = [("exp_key", pymongo.ASCENDING), ("epoch", pymongo.ASCENDING), ("tid", 1)]
@@ -42,11 +49,19 @@ def values(rungs: Any, exp_key: str, epoch: int, but: int | None = None) -> list
     ]
 
 
-def record(rungs: Any, exp_key: str, tid: int, epoch: int, value: float, owner: str) -> None:
-    """Write (or, for a re-run of the trial, replace) one trial's value at ``epoch``."""
-    key = {"exp_key": exp_key, "epoch": int(epoch), "tid": int(tid)}
-    doc = {**key, "value": float(value), "owner": owner, "time": time.time()}
-    rungs.replace_one(key, encode(doc), upsert=True)
+def record(rungs: Any, jobs: Any, job: dict, owner: str, epoch: int, value: float) -> bool:
+    """Write (or, for a re-run of the trial, replace) one trial's value at ``epoch``;
+    False when the run is no longer ours (nothing is written then)."""
+    if not jobs.update_one(owned(job, owner), {"$set": {"rung": int(epoch)}}).matched_count:
+        return False
+    attempt = int(job.get("attempt") or 0)
+    key = {"exp_key": job.get("exp_key"), "epoch": int(epoch), "tid": int(job.get("tid", -1))}
+    doc = {**key, "value": float(value), "owner": owner, "attempt": attempt, "time": time.time()}
+    try:  # a record of a later attempt does not match, and the upsert then hits the key
+        rungs.replace_one({**key, "attempt": {"$lte": attempt}}, encode(doc), upsert=True)
+    except pymongo.errors.DuplicateKeyError:
+        return False
+    return True
 
 
 def pruned_query(exp_key: str | None) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextvars
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hyperopt import hp
@@ -51,6 +51,7 @@ class RunContext:
     job: dict | None = None
     weights_dir: str | None = None
     cache_dir: str | None = None
+    work_dir: str | None = None  # the worker's --workdir: the only place a trial's tb_dir may be
     vault: Any = None  # shared.training.checkpoint.Vault: where the trial checkpoints
 
     @classmethod
@@ -160,6 +161,31 @@ def keras_space(
     }
 
 
+def trial_paths(job: JobConfig, ctx: RunContext) -> tuple[str | None, str | None]:
+    """(weights, tb_dir) of one trial, each confined to the worker's own directory.
+
+    A job document is written by whoever can write the database, so it may name any path:
+    ``weights`` may only name a file in the worker's --weights-dir ("imagenet" picks the
+    model's file there), and the trial's TensorBoard directory must lie in its --workdir.
+    """
+    weights = resolve_weights(job.model, job.weights, ctx.weights_dir)
+    return weights, _trial_tb_dir(job.tb_dir, ctx.job, ctx.work_dir)
+
+
+def confined(path: str, root: str | None) -> str | None:
+    """``path`` (relative: to ``root``) with links and ``..`` resolved, if it lies in ``root``;
+    None if it does not or there is no root. Pure but for reading existing links."""
+    if not root:
+        return None
+    base = os.path.realpath(os.path.expanduser(root))
+    full = os.path.realpath(os.path.join(base, path))
+    return full if os.path.commonpath([base, full]) == base else None
+
+
+def _shown(path: str) -> str:
+    return os.path.realpath(os.path.expanduser(path))
+
+
 def objective(config: dict) -> dict:
     """The fmin objective for Keras models: train one trial, return hyperopt's result dict."""
     return train_job(parse_config(config))
@@ -171,6 +197,7 @@ def train_job(job: JobConfig) -> dict:
     from shared.training.loop import Budget, run_trial
 
     ctx = current_context()
+    weights, tb_dir = trial_paths(job, ctx)  # refused before anything loads
     try:
         spec = DataSpec.from_dict(job.data)
         data = ctx.load_data(spec)  # type: ignore[misc]
@@ -187,8 +214,8 @@ def train_job(job: JobConfig) -> dict:
         stop=ctx.stop,
         judge=ctx.judge,
         seed=job.seed,
-        weights=resolve_weights(job.model, job.weights, ctx.weights_dir),
-        tb_dir=_trial_tb_dir(job.tb_dir, ctx.job),
+        weights=weights,
+        tb_dir=tb_dir,
         feature_cache=_feature_cache(job, ctx),
         vault=ctx.vault,
     )
@@ -210,19 +237,41 @@ def _feature_cache(job: JobConfig, ctx: RunContext) -> str | None:
     return ctx.cache_dir or "~/.strix/cache"
 
 
-def _trial_tb_dir(tb_dir: str | None, job: dict | None) -> str | None:
-    """One TensorBoard run per trial: ``<tb_dir>/<exp_key>/trial-<tid>``."""
+def _trial_tb_dir(tb_dir: str | None, job: dict | None, work_dir: str | None) -> str | None:
+    """One TensorBoard run per trial: ``<tb_dir>/<exp_key>/trial-<tid>``, in ``work_dir``."""
     if not tb_dir:
         return None
     job = job or {}
-    return str(Path(tb_dir) / str(job.get("exp_key", "study")) / f"trial-{job.get('tid', 'x')}")
+    path = os.path.join(tb_dir, str(job.get("exp_key", "study")), f"trial-{job.get('tid', 'x')}")
+    inside = confined(path, work_dir)
+    if inside is None:
+        where = f"its --workdir {_shown(work_dir)}" if work_dir else "a --workdir"
+        raise JobError(
+            f"refusing the trial's tb_dir {_shown(path)}: a worker writes only under "
+            f"{where}; launch with a --tb-dir inside it, or start the worker with a --workdir "
+            "that holds the study's --tb-dir"
+        )
+    return inside
 
 
 def resolve_weights(model: str, weights: str | None, weights_dir: str | None) -> str | None:
-    """ "imagenet" means the local file in ``weights_dir`` when there is one (offline)."""
-    from shared.models import default_weights
+    """ "imagenet" means the local file in ``weights_dir`` when there is one (offline); any
+    other file must lie in ``weights_dir`` (a relative name is taken there)."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        from shared.models import default_weights  # imports Keras: only for Keras trials
 
-    return default_weights(model, weights_dir) if weights == "imagenet" else weights
+        return default_weights(model, weights_dir)
+    inside = confined(weights, weights_dir)
+    if inside is None:
+        shown = _shown(os.path.join(weights_dir or ".", weights))
+        where = f"its --weights-dir {_shown(weights_dir)}" if weights_dir else "a --weights-dir"
+        raise JobError(
+            f"refusing the trial's weights {shown}: a worker loads weight files only from "
+            f"{where}; launch with --weights imagenet, none or a file in that directory"
+        )
+    return inside
 
 
 def toy_space(sleep_s: float = 0.0) -> dict:

@@ -148,7 +148,8 @@ def test_worker_survives_a_store_outage_at_trial_start(
     from tests.helpers import insert_toy_jobs
     from worker.config import build_parser, resolve
     from worker.gpus import Inventory
-    from worker.runner import Active, Worker
+    from worker.runner import Worker
+    from worker.tenure import Active
 
     store = connect(own_server.url, "outage", timeout_ms=500)
     store.trials("k", refresh=False).attachments["FMinIter_Domain"] = cloudpickle.dumps(

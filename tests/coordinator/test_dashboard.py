@@ -44,10 +44,12 @@ HEAVY = ("tensorflow", "hyperopt", "scipy", "optuna", "pymongo", "keras")
 
 
 @contextmanager
-def serving(store: Store, ttl_s: float = 2.0) -> Iterator[tuple[str, StrixStorage]]:
+def serving(
+    store: Store, ttl_s: float = 2.0, token: str | None = None
+) -> Iterator[tuple[str, StrixStorage]]:
     """The dashboard's own server (as ``strix dashboard`` builds it) in a thread."""
     storage = StrixStorage(store, ttl_s=ttl_s)
-    server = make_server(storage, "127.0.0.1", 0)
+    server = make_server(storage, "127.0.0.1", 0, token=token)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -57,10 +59,14 @@ def serving(store: Store, ttl_s: float = 2.0) -> Iterator[tuple[str, StrixStorag
         server.server_close()
 
 
-def http(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, Any]:
+def http(
+    url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             raw, status = r.read(), r.status
@@ -104,11 +110,17 @@ def test_host_and_port_resolve_flag_then_environment_then_default(monkeypatch):
     from coordinator.dashboard import build_parser, resolve
 
     monkeypatch.delenv("STRIX_DASHBOARD_HOST", raising=False)
+    monkeypatch.delenv("STRIX_DASHBOARD_TOKEN", raising=False)
     monkeypatch.setenv("STRIX_DASHBOARD_PORT", "8123")
-    assert resolve(build_parser().parse_args([])) == ("127.0.0.1", 8123)
-    assert resolve(build_parser().parse_args(["--port", "0"])) == ("127.0.0.1", 0)
+    got = resolve(build_parser().parse_args([]))
+    assert (got.host, got.port, got.token) == ("127.0.0.1", 8123, None), "loopback: no token"
+    assert resolve(build_parser().parse_args(["--port", "0"])).port == 0
     monkeypatch.setenv("STRIX_DASHBOARD_HOST", "::1")
-    assert resolve(build_parser().parse_args([]))[0] == "::1"
+    assert resolve(build_parser().parse_args([])).host == "::1"
+    public = resolve(build_parser().parse_args(["--host", "0.0.0.0"]))
+    assert public.generated and len(public.token) >= 32 and public.token not in repr(public)
+    monkeypatch.setenv("STRIX_DASHBOARD_TOKEN", "t" * 20)
+    assert resolve(build_parser().parse_args(["--host", "0.0.0.0"])).token == "t" * 20
 
 
 def test_bad_port_is_one_line():
@@ -118,15 +130,101 @@ def test_bad_port_is_one_line():
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
-def test_password_never_printed_and_public_host_warns(mongo_url):
+def test_password_never_printed(mongo_url):
     """The embedded server refuses credentials: the error names the server, not the secret."""
     secret = f"s3cret-{uuid.uuid4().hex[:6]}"
     url = mongo_url.replace("mongodb://", f"mongodb://strix:{secret}@")
     done = cli("--mongo", url, "--host", "0.0.0.0", "--port", "0")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert "no authentication" in lines[0] and lines[1].startswith("strix dashboard: error: ")
-    assert len(lines) == 2 and secret not in done.stderr + done.stdout
+    assert len(lines) == 1 and lines[0].startswith("strix dashboard: error: ")
+    assert secret not in done.stderr + done.stdout
+
+
+def test_beyond_loopback_every_page_and_api_call_needs_the_token(mongo_server, db_name):
+    """Bound to every interface, the command prints a login link once; nothing is served
+    without its token, and the token shows nowhere else."""
+    cmd = [sys.executable, "-m", "coordinator.dashboard", "--mongo", mongo_server, "--db", db_name]
+    proc = subprocess.Popen(
+        [*cmd, "--host", "0.0.0.0", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STRIX_DASHBOARD_TOKEN": ""},
+    )
+    try:
+        first = proc.stdout.readline()
+        found = re.search(r"open http://0\.0\.0\.0:(\d+)/dashboard\?token=([\w-]{32,}) ", first)
+        assert found, first
+        base, token = f"http://127.0.0.1:{found.group(1)}", found.group(2)
+        for path in ("/dashboard", "/api/studies", f"/api/studies?token={token[:-1]}x"):
+            status, body = http(base + path)
+            assert status == 401 and "token" in str(body), (path, status, body)
+        assert http(f"{base}/api/studies", headers={"Authorization": f"Bearer {token}"})[0] == 200
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(f"{base}/dashboard?token={token}", timeout=60) as page:  # the link
+            assert page.status == 200 and page.url == f"{base}/dashboard", "token left the URL"
+        with browser.open(f"{base}/api/studies", timeout=60) as api:  # the cookie logs it in
+            assert api.status == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and token not in out + err, "printed once, at start only"
+
+
+def test_the_token_from_the_environment_is_never_printed(mongo_server, db_name):
+    token = f"env-token-{uuid.uuid4().hex}"
+    cmd = [sys.executable, "-m", "coordinator.dashboard", "--mongo", mongo_server, "--db", db_name]
+    proc = subprocess.Popen(
+        [*cmd, "--host", "0.0.0.0", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STRIX_DASHBOARD_TOKEN": token},
+    )
+    try:
+        first = proc.stdout.readline()
+        port = re.search(r"http://0\.0\.0\.0:(\d+)/dashboard", first)
+        assert port and "STRIX_DASHBOARD_TOKEN" in first, first
+        base = f"http://127.0.0.1:{port.group(1)}"
+        assert http(f"{base}/api/studies")[0] == 401
+        assert http(f"{base}/api/studies", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert token not in first + out + err
+
+
+def test_the_request_log_never_shows_the_token(store: Store, caplog):
+    import logging
+
+    token = f"log-token-{uuid.uuid4().hex}"
+    caplog.set_level(logging.DEBUG, logger="coordinator.dashboard")
+    with serving(store, token=token) as (url, _):
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(f"{url}/api/studies?token={token}", timeout=60) as login:
+            assert login.status == 200
+        assert http(f"{url}/api/studies", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    assert "token=***" in caplog.text and token not in caplog.text
+
+
+def test_a_short_token_is_refused_in_one_line():
+    env = {**os.environ, "STRIX_DASHBOARD_TOKEN": "abc"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "coordinator.dashboard",
+        "--port",
+        "0",
+        "--mongo",
+        "mongodb://127.0.0.1:1",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and done.stderr.startswith(
+        "strix dashboard: error: STRIX_DASHBOARD_TOKEN must be at least 16 characters"
+    ), done.stderr
 
 
 # --- the mapping, on every space Strix has -----------------------------------------------------
@@ -155,6 +253,23 @@ def test_every_strix_space_maps_to_distributions_that_hold_its_samples(model: st
     assert dists["learning_rate"].log and dists["aug_flip"].choices == (0.0, 0.5)
     if model == "vggstrix":
         assert dists["conv"].choices == (0, 1, 2)
+
+
+def test_a_crafted_domain_runs_no_code_on_the_dashboard(store: Store, tmp_path: Path):
+    """The dashboard unpickles every study's Domain, with its own --allow-module: the
+    dotted-name gadget that reaches ``exec`` through the allowed package runs nothing."""
+    from tests.store.test_domain import call, crafted
+
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').write('x')"
+    gadget = crafted(
+        "tests.hyperopt_user.objective", "quadratic.__builtins__.get", call("exec"), call(payload)
+    )
+    store.trials("gadget", refresh=False).attachments["FMinIter_Domain"] = gadget
+    insert_toy_jobs(store, "gadget", 1)
+    storage = StrixStorage(store, ttl_s=0.0, allow_modules=["tests.hyperopt_user"])
+    (trial,) = storage.get_all_trials(study_id(storage, "gadget"))
+    assert trial.params == {"x": 0.5} and not marker.exists()
 
 
 def test_hyperopt_distributions_and_outcomes_in_optuna_terms():
@@ -499,14 +614,19 @@ def test_browser_shows_the_live_study(live: Store, tmp_path: Path):
     OUT.mkdir(exist_ok=True)
     shot = OUT / "dashboard-live.png"
     shot.unlink(missing_ok=True)
-    with serving(live) as (url, storage):
+    token = "browser-test-token-" + uuid.uuid4().hex
+    with serving(live, token=token) as (url, storage):
         sid = study_id(storage, "live")
         trials = storage.get_all_trials(sid)
         best = storage.get_best_trial(sid)
         page = f"{url}/dashboard/studies/{sid}"
-        history = chromium(browser, tmp_path / "p1", "--dump-dom", page)
-        listing = chromium(browser, tmp_path / "p2", "--dump-dom", f"{page}/trials")
-        chromium(browser, tmp_path / "p3", f"--screenshot={shot}", page)
+        refused = chromium(browser, tmp_path / "p0", "--dump-dom", page)
+        login = f"?token={token}"  # the link the command prints: a cookie, then the page
+        history = chromium(browser, tmp_path / "p1", "--dump-dom", page + login)
+        listing = chromium(browser, tmp_path / "p2", "--dump-dom", f"{page}/trials{login}")
+        chromium(browser, tmp_path / "p3", f"--screenshot={shot}", page + login)
+    shut_out = page_text(refused.stdout)
+    assert "asks for its token" in shut_out and "Best Trial" not in shut_out, shut_out[:2000]
     text, listed = page_text(history.stdout), page_text(listing.stdout)
     assert f"Best Trial (number={best.number})" in text, text[:2000]
     assert js_number(best.value) in text

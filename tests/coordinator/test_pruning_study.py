@@ -187,10 +187,13 @@ def test_concurrent_rung_writers_never_show_a_half_written_rung(store: Store) ->
     stop = threading.Event()
     seen: list[list[float]] = []
 
+    insert_toy_jobs(store, "c", 200)
+
     def write(k: int) -> None:
-        for tid in range(k, 200, 8):
-            store.record_rung("c", tid, 3, 0.001 * tid, f"w{k}")
-            store.record_rung("c", tid, 3, 0.5 + 0.001 * tid, f"w{k}")  # a re-run
+        while (job := store.reserve(f"w{k}", "c", ["light"])) is not None:
+            tid = job["tid"]
+            assert store.record_rung(job, f"w{k}", 3, 0.001 * tid)
+            assert store.record_rung(job, f"w{k}", 3, 0.5 + 0.001 * tid)  # rewritten
 
     def read() -> None:
         while not stop.is_set():

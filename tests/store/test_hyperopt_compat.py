@@ -13,17 +13,19 @@ import math
 import multiprocessing as mp
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import gridfs
 import pytest
-from hyperopt import STATUS_OK, fmin, rand
+from hyperopt import STATUS_OK, fmin, hp, rand
 from hyperopt.base import JOB_STATE_DONE, JOB_STATE_ERROR, JOB_STATE_NEW
 from hyperopt.mongoexp import MongoWorker as HyperoptMongoWorker
+from hyperopt.mongoexp import ReserveTimeout
+from hyperopt.pyll import scope
 
-from shared.errors import JobError
 from shared.store import MongoJobs, MongoTrials, MongoWorker
 from tests.helpers import ROOT, stop_all
 from tests.hyperopt_user.objective import SPACE, not_a_number, quadratic, with_attachment
@@ -273,7 +275,128 @@ def test_strix_mongoworker_refuses_code_it_was_not_allowed(mongo_url: str, db_na
     post(MongoTrials(url, exp_key="refuse"), quadratic, 1)
     mj = MongoJobs.new_from_connection_str(url)
     worker = MongoWorker(mj, poll_interval=1.1, exp_key="refuse", logfilename=None)
-    with pytest.raises(JobError, match=r"refusing to run code from tests\.hyperopt_user"):
-        worker.run_one(reserve_timeout=30)
+    worker.run_one(reserve_timeout=30)  # marks the job ERROR and returns: a loop goes on
     (doc,) = list(mj.jobs.find({"exp_key": "refuse"}))
-    assert doc["state"] == JOB_STATE_ERROR and "refusing" in doc["error"][1]
+    assert doc["state"] == JOB_STATE_ERROR
+    assert "refusing to run code from tests.hyperopt_user" in doc["error"][1]
+
+
+def test_a_crafted_domain_runs_no_code_on_a_real_worker(
+    mongo_url: str, db_name: str, tmp_path: Path
+) -> None:
+    """Whoever can write GridFS replaces the Domain with a dotted-name gadget that reaches
+    ``exec`` through the allowed package; the worker marks the trial ERROR, runs nothing."""
+    from tests.store.test_domain import call, crafted
+
+    url = hyperopt_url(mongo_url, db_name)
+    trials = MongoTrials(url, exp_key="gadget")
+    post(trials, quadratic, 1)
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').write('x')"
+    gadget = crafted(
+        "tests.hyperopt_user.objective", "quadratic.__builtins__.get", call("exec"), call(payload)
+    )
+    trials.attachments["FMinIter_Domain"] = gadget
+    worker = strix_worker(mongo_url, db_name, tmp_path, "--exp-key=gadget", "--max-jobs=1", *ALLOW)
+    try:
+        assert worker.wait(timeout=120) == 0
+    finally:
+        stop_all([worker])
+    assert not marker.exists(), "the worker ran code from the database"
+    (doc,) = list(MongoJobs.new_from_connection_str(url).jobs.find({"exp_key": "gadget"}))
+    assert doc["state"] == JOB_STATE_ERROR
+    assert "refusing to run code from tests.hyperopt_user.objective.quadratic" in doc["error"][1]
+
+
+class _WorkerThread(threading.Thread):
+    """What hyperopt's own tests do: a thread that calls ``MongoWorker.run_one`` in a loop
+    (an exception out of ``run_one`` ends the thread, as it ends hyperopt's)."""
+
+    def __init__(self, url: str, exp_key: str | None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.exp_key, self.stop = url, exp_key, threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        mj = MongoJobs.new_from_connection_str(self.url)
+        allow = ["tests.hyperopt_user"]
+        worker = MongoWorker(mj, 0.5, None, self.exp_key, None, allow_modules=allow)
+        try:
+            while not self.stop.is_set():
+                try:
+                    worker.run_one(reserve_timeout=1.0)
+                except ReserveTimeout:
+                    continue
+        except BaseException as e:
+            self.error = e
+
+
+def _fmin_in_thread(space: dict, trials: MongoTrials, n: int) -> threading.Thread:
+    def go() -> None:  # no argmin: a study of refused trials has none
+        fmin(
+            quadratic,
+            space,
+            rand.suggest,
+            n,
+            trials=trials,
+            show_progressbar=False,
+            return_argmin=False,
+        )
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.usefixtures("in_tmp_dir")
+def test_pure_math_nodes_run_and_a_refused_study_neither_hangs_fmin_nor_ends_the_worker(
+    mongo_url: str, db_name: str
+) -> None:
+    url = hyperopt_url(mongo_url, db_name)
+    worker = _WorkerThread(url, None)  # any study
+    worker.start()
+    try:
+        evil = {**SPACE, "x": scope.call_method(hp.uniform("x", 0, 1), "__sub__", 1.0)}
+        refused = _fmin_in_thread(evil, MongoTrials(url, exp_key="refused"), 2)
+        refused.join(90)
+        assert not refused.is_alive(), "fmin waits forever for trials that never run"
+        assert worker.is_alive(), f"the worker thread died: {worker.error!r}"
+        math_space = {**SPACE, "x": scope.tan(scope.sin(hp.uniform("x", -5, 5)))}
+        ran = _fmin_in_thread(math_space, MongoTrials(url, exp_key="math"), 3)
+        ran.join(90)
+        assert not ran.is_alive() and worker.is_alive(), repr(worker.error)
+    finally:
+        worker.stop.set()
+        worker.join(30)
+    jobs = MongoJobs.new_from_connection_str(url).jobs
+    assert [d["state"] for d in jobs.find({"exp_key": "math"})] == [JOB_STATE_DONE] * 3
+    docs = list(jobs.find({"exp_key": "refused"}))
+    assert [d["state"] for d in docs] == [JOB_STATE_ERROR] * 2
+    for d in docs:
+        assert "refusing a search space with a 'call_method' node" in d["error"][1]
+
+
+def test_a_job_cannot_choose_where_the_minimal_worker_works(
+    mongo_url: str, db_name: str, in_tmp_dir: Path
+) -> None:
+    """hyperopt's worker runs a trial in ``misc.workdir``, a path the database chooses; Strix's
+    takes it only inside its own working directory."""
+    url = hyperopt_url(mongo_url, db_name)
+    post(MongoTrials(url, exp_key="where"), quadratic, 2)
+    mj = MongoJobs.new_from_connection_str(url)
+    outside, inside = in_tmp_dir.parent / f"evil-{db_name}", in_tmp_dir / "runs"
+    for doc, workdir in zip(mj.jobs.find({"exp_key": "where"}), (outside, inside), strict=True):
+        mj.jobs.update_one({"_id": doc["_id"]}, {"$set": {"misc.workdir": str(workdir)}})
+    worker = MongoWorker(mj, 1.1, None, "where", None, allow_modules=["tests.hyperopt_user"])
+    worker.run_one(reserve_timeout=30)
+    worker.run_one(reserve_timeout=30)
+    assert not outside.exists() and inside.is_dir()
+    states = {d["misc"]["workdir"]: d for d in mj.jobs.find({"exp_key": "where"})}
+    assert states[str(inside)]["state"] == JOB_STATE_DONE
+    refused = states[str(outside)]
+    assert refused["state"] == JOB_STATE_ERROR
+    assert refused["error"][1] == (
+        f"refusing the trial's workdir {outside}: this worker runs trials only under its "
+        f"current directory {in_tmp_dir.resolve()}; start it where that directory is, or pass "
+        "workdir="
+    )

@@ -32,6 +32,38 @@ def test_uri_forms_and_redaction() -> None:
         parse_target("localhost:27017")
 
 
+# Every secret-bearing part of a URI that pymongo documents (its URI options spec's
+# sensitive options, and every authMechanismProperties key it does not list as safe to show).
+SECRET_URIS = {
+    "userinfo": "mongodb://alice:example-Sx1@h:27017/",
+    "userinfo, escaped": "mongodb://alice:p%40example-Sx2%2Fw@h/?authSource=admin",
+    "userinfo, unescaped / and @": "mongodb://alice:p/S@x3-example@h/",
+    "srv userinfo": "mongodb+srv://alice:example-Sx4@c.example.com/?tls=true",
+    "hyperopt form": "mongo://alice:example-Sx5@h:27017/db/jobs",
+    "tlsCertificateKeyFilePassword": "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=example-Sx6",
+    "any case": "mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=example-Sx7&w=1",
+    "proxyPassword": "mongodb://h/?proxyHost=p&proxyUsername=example-Sx8&proxyPassword=example-Sx9",
+    "AWS_SESSION_TOKEN": "mongodb://AKIA:example-Sx10@h/?authMechanism=MONGODB-AWS"
+    "&authMechanismProperties=AWS_SESSION_TOKEN:example-Sx11",
+    "AWS_SESSION_TOKEN, escaped": "mongodb://h/?authMechanismProperties=SERVICE_NAME%3Amongodb"
+    "%2CAWS_SESSION_TOKEN%3ASx12&appname=a",
+    "an unknown property": "mongodb://h/?authMechanismProperties=SERVICE_NAME:m,CUSTOM:example-Sx13",
+    "in a sentence": "no mongodb://u:example-Sx14@h/?proxyPassword=example-Sx15; is it up?",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SECRET_URIS))
+def test_redact_hides_every_secret_pymongo_documents(case: str) -> None:
+    import re
+
+    uri = SECRET_URIS[case]
+    shown = redact(uri)
+    assert not re.search(r"Sx\d+", shown), shown
+    assert "mongo" in shown and "***" in shown, shown
+    if "SERVICE_NAME" in uri:
+        assert "SERVICE_NAME" in shown and "m" in shown, "what is safe to show stays"
+
+
 def test_unreachable_server_is_one_clear_line() -> None:
     with pytest.raises(StoreUnavailable) as err:
         connect("mongodb://u:examplepw@127.0.0.1:1/", timeout_ms=300)
@@ -79,14 +111,14 @@ def test_requeue_returns_job_to_new(store) -> None:
 def test_reaper_requeues_then_gives_up(store) -> None:
     insert_toy_jobs(store, "e5", 1)
     for attempt in (1, 2):
-        assert store.reserve(f"dead{attempt}", "e5", ["light"]) is not None
+        assert store.reserve(f"dead{attempt}", "e5", ["light"], grace=0.01) is not None
         time.sleep(0.05)
-        assert store.reap(grace_s=0.01, max_attempts=3) != []
+        assert store.reap(max_attempts=3) != []
         doc = store.trials_in("e5")[0]
         assert (doc["state"], doc["attempts"]) == (JOB_STATE_NEW, attempt)
-    store.reserve("dead3", "e5", ["light"])
+    store.reserve("dead3", "e5", ["light"], grace=0.01)
     time.sleep(0.05)
-    store.reap(grace_s=0.01, max_attempts=3)
+    store.reap(max_attempts=3)
     doc = store.trials_in("e5")[0]
     assert doc["state"] == JOB_STATE_ERROR and "gave up after 3" in doc["error"][1]
 
@@ -94,12 +126,10 @@ def test_reaper_requeues_then_gives_up(store) -> None:
 def test_racing_reapers_count_one_attempt(store) -> None:
     insert_toy_jobs(store, "e6", 4)
     for i in range(4):
-        store.reserve(f"dead{i}", "e6", ["light"])
+        store.reserve(f"dead{i}", "e6", ["light"], grace=0.01)
     time.sleep(0.05)
     results: list[list[int]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(store.reap(0.01, 5))) for _ in range(4)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(store.reap(5))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -43,7 +43,7 @@ def test_heartbeat_survives_failing_beats_and_keeps_its_trial(
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline:  # beats fail for a while...
             store.gpus.delete_many({})
-            store.reap(grace_s=1.5, max_attempts=3)  # ...while a reaper watches
+            store.reap(max_attempts=3)  # ...while a reaper watches
             time.sleep(0.1)
         assert worker.wait(60) == 0, log.read_text()
     finally:
@@ -60,12 +60,16 @@ def test_a_rejected_finish_is_reported_and_not_counted(
 ) -> None:
     post_toy(store, "taken", 1, sleep_s=3.0)
     log = tmp_path / "worker.log"
-    args = ("--heartbeat", "60", "--max-jobs", "1", "--poll-interval", "0.02")
+    args = ("--heartbeat", "0.3", "--grace", "1", "--max-jobs", "1", "--poll-interval", "0.02")
     worker = start_worker(mongo_url, db_name, *args, log=log)
     try:
         assert wait_until(lambda: _running(store, "taken"), 60), log.read_text()
-        assert store.reap(grace_s=0.0, max_attempts=3), "the reaper presumes the worker dead"
-        assert store.reserve("intruder", "taken", ["light"]) is not None
+        os.kill(worker.pid, signal.SIGSTOP)  # it stalls past its own grace...
+        try:
+            assert wait_until(lambda: store.reap(max_attempts=3), 30), "never presumed dead"
+            assert store.reserve("intruder", "taken", ["light"]) is not None
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)  # ...and wakes up to a trial that is not its own
         assert wait_until(lambda: "taken over by" in log.read_text(), 30), log.read_text()
         time.sleep(1.0)
         assert worker.poll() is None, "a dropped result must not count toward --max-jobs"

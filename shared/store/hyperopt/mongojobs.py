@@ -201,19 +201,15 @@ class MongoJobs(mongoexp.MongoJobs):
             dct["version"] = doc["version"] + 1
         else:
             dct["version"] = 1
-        collection.update_one(query, {"$set": encode(dct)})
-        doc.update(dct)
-        if (
-            do_sanity_checks
-            and collection.find_one(
-                {"_id": doc["_id"], "version": doc["version"]}, projection=["_id"]
-            )
-            is None
-        ):
+        # the matched count, not a read-back: a read-back would take another writer's
+        # version bump (the reaper's) as proof that this write landed
+        matched = collection.update_one(query, {"$set": encode(dct)}).matched_count
+        if do_sanity_checks and not matched:
             raise StoreError(
-                f"job {doc['_id']} changed under us (version {doc['version'] - 1} is gone): "
-                "another process updated it; refresh and retry"
+                f"job {doc['_id']} changed under us (version {doc.get('version')} is gone): "
+                "another process updated it (was it reaped?); refresh and retry"
             )
+        doc.update(dct)
         return doc
 
     def count(self, query: dict) -> int:

@@ -5,8 +5,10 @@ itself changes only its import. Two differences, both on purpose: the Domain is 
 by Strix's restricted unpickler (a worker runs installed code only; pass
 ``allow_modules`` for your objective's package), and jobs whose ``cmd`` protocol is not
 ``domain_attachment`` (what ``fmin`` posts) are marked ERROR instead of importing or
-unpickling code named in the database. ``strix-worker`` is the full worker: resident,
-GPU-packing, heartbeating; this module is the minimal hyperopt-compatible one.
+unpickling code named in the database. A refused job is marked ERROR and ``run_one``
+returns (it does not raise), so ``fmin`` ends and a loop calling ``run_one`` goes on.
+``strix-worker`` is the full worker: resident, GPU-packing, heartbeating; this module is
+the minimal hyperopt-compatible one.
 """
 
 from __future__ import annotations
@@ -63,10 +65,19 @@ class MongoWorker(mongoexp.MongoWorker):
             time.sleep(1 + float(os.urandom(1)[0]) / 255 * max(float(self.poll_interval) - 1, 0))
 
     def _workdir(self, job: dict) -> str:
-        workdir = self.workdir
-        if workdir is None:
-            workdir = os.path.join(job["misc"].get("workdir") or os.getcwd(), str(job["_id"]))
-        return os.path.abspath(os.path.expanduser(workdir))
+        """Its own workdir, else ``<misc.workdir or cwd>/<job id>``: a path the database
+        chooses, so it is taken only inside the current directory."""
+        if self.workdir is not None:
+            return os.path.abspath(os.path.expanduser(self.workdir))
+        given = job["misc"].get("workdir")
+        root = os.path.realpath(os.getcwd())
+        workdir = os.path.realpath(os.path.join(root, str(given or "."), str(job["_id"])))
+        if os.path.commonpath([root, workdir]) != root:
+            raise JobError(
+                f"refusing the trial's workdir {given}: this worker runs trials only under its "
+                f"current directory {root}; start it where that directory is, or pass workdir="
+            )
+        return workdir
 
     def _worker_fn(self, job: dict, ctrl: mongoexp.MongoCtrl) -> Any:
         protocol, name = job["misc"]["cmd"][:2]
@@ -84,12 +95,16 @@ class MongoWorker(mongoexp.MongoWorker):
         job = self._reserve(host_id, reserve_timeout)
         trials = MongoTrials(self.mj, exp_key=job["exp_key"], refresh=False)
         ctrl = mongoexp.MongoCtrl(trials=trials, read_only=False, current_trial=job)
-        workdir = self._workdir(job)
+        try:
+            fn, workdir = self._worker_fn(job, ctrl), self._workdir(job)
+        except JobError as e:  # refused code, space or path: ERROR now, the caller's loop goes on
+            log.error("job %s refused: %s", job.get("tid"), e)
+            self.mj.update(job, {"state": State.ERROR, "error": (str(JobError), str(e))})
+            return
         handler = logging.FileHandler(self.logfilename) if self.logfilename else None
         if handler:
             logging.getLogger().addHandler(handler)
         try:
-            fn = self._worker_fn(job, ctrl)
             with temp_dir(workdir, erase_created_workdir), working_dir(workdir):
                 result = SONify(fn(spec_from_misc(job["misc"]), ctrl))
         except BaseException as e:
