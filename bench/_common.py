@@ -30,6 +30,13 @@ OUT_DIR = ROOT / "out" / "bench"  # /out/ is git-ignored
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # for children that may import TensorFlow
 
 
+def local_data_dir() -> str | None:
+    """Fashion-MNIST beside the checkout (``../shared/data/fashion-mnist``) when it is there,
+    for benches whose workers must not download it."""
+    path = ROOT.parent / "shared" / "data" / "fashion-mnist"
+    return str(path) if path.is_dir() else None
+
+
 def make_parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
     """A bench's parser; its ``--help`` ends with the ``examples:`` block."""
     return argparse.ArgumentParser(

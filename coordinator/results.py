@@ -58,6 +58,8 @@ examples:
   strix results --exp-key convstrix-128px --state failed
   # the 50 best trials as CSV for a spreadsheet
   strix-results --exp-key convstrix-128px --top 50 --format csv > trials.csv
+  # the final model of trial 17, one of the --keep-best trials, as a Keras file
+  strix results --exp-key convstrix-128px --export 17 trial-17.keras
 """
 
 
@@ -260,7 +262,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="redraw every SECONDS (5 when given alone) until Ctrl-C",
     )
     a("--watch-count", type=int, help=argparse.SUPPRESS)  # stop after N redraws (tests)
+    a(
+        "--export",
+        nargs=2,
+        metavar=("TID", "PATH"),
+        help="write the final model of trial TID (one of the workers' --keep-best trials) "
+        "to PATH, a new .keras file",
+    )
     return p
+
+
+def export_model(store: Store, exp_key: str, tid: str, path: str) -> str:
+    """Write a kept trial's final model to a new ``.keras`` file; returns what was done."""
+    from pathlib import Path
+
+    if not tid.isdigit():
+        raise ConfigError(
+            f"--export TID must be a trial number, got {tid!r}; e.g. --export 17 m.keras"
+        )
+    out = Path(path).expanduser()
+    if out.suffix != ".keras" or out.exists():
+        raise ConfigError(
+            f"--export PATH must be a new file ending in .keras, got {path!r}; "
+            "pick another name (an existing file is never overwritten)"
+        )
+    try:
+        blob = store.kept_model(exp_key, int(tid))
+    except StrixError:
+        raise ConfigError(
+            f"trial {tid} of {exp_key!r} kept no final model: only the workers' --keep-best "
+            f"best trials (default 3) keep theirs; `strix results --exp-key {exp_key}` lists "
+            "the best tids"
+        ) from None
+    out.write_bytes(blob)
+    return f"wrote trial {tid} of {exp_key} to {out} ({len(blob)} bytes)"
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
@@ -277,6 +312,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--watch-count must be >= 1, got {args.watch_count}")
     if args.state is not None and len(args.exp_key) != 1:
         raise ConfigError("--state shows one study: give exactly one --exp-key")
+    if args.export is not None and len(args.exp_key) != 1:
+        raise ConfigError("--export takes a trial of one study: give exactly one --exp-key")
     store_location(args)  # a bad --mongo/--db/environment fails before any connection
 
 
@@ -286,7 +323,9 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args)
     try:
         show = lambda: render(store, keys, args.format, args.top, args.state)  # noqa: E731
-        if args.watch is None:
+        if args.export is not None:
+            print(export_model(store, keys[0], *args.export))
+        elif args.watch is None:
             print(show())
         else:
             watch(show, args.watch, args.watch_count)

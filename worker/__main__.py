@@ -1,10 +1,13 @@
 """``strix-worker`` / ``strix worker`` / ``python -m worker``: a GPU-pinned, resident
 hyperopt worker.
 
-Signals, as rq handles them: the first SIGTERM/SIGINT stops taking trials, puts the
-running trial back in the queue (NEW, not ERROR) and exits 0; a second one kills and
-reaps the ``--isolate`` trial process, if any, and exits at once; the expired heartbeat
-then lets the reaper requeue the trial.
+Signals, as rq handles them: the first SIGTERM/SIGINT is a preemption notice: the worker
+stops taking trials, the running trial saves a checkpoint at its next batch, goes back to
+the queue (NEW, not ERROR; a preemption does not count against ``--max-attempts``) and
+the worker exits 0; whichever worker reserves the trial next resumes it there. A second
+signal kills and reaps the ``--isolate`` trial process, if any, and exits at once; the
+expired heartbeat then lets the reaper requeue the trial (a crash: it counts as an
+attempt) and it resumes from its last checkpoint.
 
 Exit codes: 0 stopped as asked (a signal, ``--max-jobs``, ``--reserve-timeout``...), 1 gave
 up after ``--max-consecutive-failures`` failed trials in a row (a supervisor must see that),
@@ -33,7 +36,8 @@ def _install_signals(worker: object) -> None:
             worker.kill_child()  # type: ignore[attr-defined]
             os._exit(1)
         log.warning(
-            "signal %d: finishing up (trial goes back to the queue); again to force", signum
+            "signal %d: checkpointing and requeueing the trial; again to force",
+            signum,
         )
         worker.request_stop()  # type: ignore[attr-defined]
 

@@ -23,6 +23,8 @@ examples:
   strix-worker --mongo mongo://127.0.0.1:27017/strix/jobs  # hyperopt-style URI
   # a hyperopt-mongo-worker command line, with its own objective package allowed:
   strix-worker --mongo=localhost:27017/foo_db --poll-interval=0.1 --allow-module myproject
+  # spot GPUs: checkpoint every 2 minutes inside epochs, on a volume every worker mounts
+  strix-worker --checkpoint-every 2 --checkpoint-dir /mnt/shared/strix-checkpoints
 """
 
 
@@ -55,6 +57,9 @@ class WorkerConfig:
     weights_dir: str | None = None
     backend: str = "tensorflow"
     precision: str = "float32"
+    checkpoint_every: float = defaults.CHECKPOINT_EVERY_MIN  # minutes; 0: no checkpoints
+    checkpoint_dir: str | None = None  # None: GridFS
+    keep_best: int = defaults.KEEP_BEST
 
 
 SETTINGS = (
@@ -82,6 +87,9 @@ SETTINGS = (
     "home",
     "backend",
     "precision",
+    "checkpoint_every",
+    "checkpoint_dir",
+    "keep_best",
 )
 
 
@@ -147,7 +155,8 @@ def _modules(mods: tuple[str, ...]) -> tuple[str, ...]:
 _AS_IS = ("db", "exp_key", "max_jobs", "max_jobs_in_db", "poll_cap", "reserve_timeout")
 _AS_IS += ("max_consecutive_failures", "last_job_timeout", "heartbeat", "gpu_capacity")
 _AS_IS += ("max_attempts", "data_dir", "host", "fake_gpus", "gpus", "gpu", "home")
-_AS_IS += ("weights_dir", "backend", "precision")
+_AS_IS += ("weights_dir", "backend", "precision", "checkpoint_every", "checkpoint_dir")
+_AS_IS += ("keep_best",)
 
 
 def resolve(args: argparse.Namespace) -> WorkerConfig:

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import secrets
+import signal
 import threading
 import time
 import uuid
@@ -22,7 +23,7 @@ from shared.errors import JobError, StoreError, StoreUnavailable
 from shared.store import Store
 from shared.training import backend, jobs
 from shared.training.jobs import JobConfig, Outcome, RunContext, parse_config, run_context, runner
-from worker import pruner
+from worker import pruner, vault
 from worker.config import WorkerConfig
 from worker.gpus import Inventory, pin
 from worker.heartbeat import Heartbeat
@@ -51,6 +52,7 @@ class Worker:
         self._data: dict[Any, Any] = {}
         self._last_reap = 0.0
         self.child: Any = None  # the --isolate process of the running trial
+        self.trial_vault: vault.StoreVault | None = None  # the running trial's checkpoints
         t = self.tenure
         self.heartbeat = Heartbeat(cfg.heartbeat, self._beat, t.lose, t.left, t.expire)
 
@@ -185,6 +187,7 @@ class Worker:
     def run_job(self, active: Active) -> None:
         job = active.job
         self.tenure.begin(active)
+        self.trial_vault = None
         log.info("trial %s of %s started", job.get("tid"), job.get("exp_key"))
         began = time.monotonic()
         try:
@@ -221,12 +224,13 @@ class Worker:
                 return Outcome.STOPPED, None
             log.exception("trial %s raised", job.get("tid"))
             return Outcome.ERROR, f"{type(e).__name__}: {e}"
-        if self.trial_stop.is_set():
+        if self.trial_stop.is_set() and self.trial_vault is None:  # cut short: not a result
             return Outcome.STOPPED, None
         return (Outcome.OK if result.get("status") == "ok" else Outcome.FAILED), result
 
     def _run_strix(self, domain: Any, job: dict, config: JobConfig) -> dict:
         """Strix's objectives run on the trial config evaluated and validated in _config."""
+        self.trial_vault = vault.for_job(self.store, job, self.id, self.cfg, config.model)
         ctx = RunContext(
             on_epoch=lambda epoch, row: self._epoch(job, epoch, row),
             judge=pruner.for_job(self.store, job, config.pruner, self.id),
@@ -236,6 +240,7 @@ class Worker:
             weights_dir=self.cfg.weights_dir,
             cache_dir=self.cfg.cache_dir,
             work_dir=self._work_dir(),
+            vault=self.trial_vault,
         )
         if config.model != "toy":
             backend.load_quietly()  # the first Keras trial imports TensorFlow: without its noise
@@ -265,21 +270,24 @@ class Worker:
         log.info("trial %s runs in child process %s", job.get("tid"), proc.pid)
         try:
             while not parent.poll(0.2):
-                if self.trial_stop.is_set() or not proc.is_alive():
-                    proc.terminate()
-                    proc.join(10)
-                    return (
-                        (Outcome.STOPPED, None)
-                        if self.trial_stop.is_set()
-                        else (
-                            Outcome.ERROR,
-                            f"isolated trial process died with code {proc.exitcode}",
-                        )
-                    )
+                if self.trial_stop.is_set() and proc.is_alive():
+                    return self._stop_child(proc, parent)
+                if not proc.is_alive():
+                    if self.trial_stop.is_set():
+                        return Outcome.STOPPED, None
+                    return Outcome.ERROR, f"isolated trial process died with code {proc.exitcode}"
             return parent.recv()
         finally:
             proc.join(10)
             self.child = None
+
+    def _stop_child(self, proc: Any, conn: Any) -> tuple[Outcome, Any]:
+        """SIGTERM the child (it checkpoints at its next batch); killed after the grace."""
+        proc.terminate()
+        proc.join(self.cfg.grace)
+        if proc.is_alive():
+            proc.kill()
+        return Outcome.STOPPED, None
 
     def kill_child(self) -> None:
         """The second signal: kill the --isolate child and reap it, as rq kills its horse."""
@@ -315,6 +323,8 @@ class Worker:
             return
         if stored is None:
             return  # the store stayed down: the reaper requeues the trial
+        if vault.left_any(self.cfg, job, self.trial_vault):
+            self._safe(self.store.clear_checkpoint, job, self.id, self.cfg.checkpoint_dir)
         self.jobs_run += 1
         self.failures = 0 if kind is Outcome.OK else self.failures + 1
         if error:
@@ -404,5 +414,7 @@ def _isolated(cfg: WorkerConfig, owner: str, gpu: int | None, job: dict, conn: A
     store = Store(cfg.mongo, cfg.db)
     worker = Worker(cfg, store, Inventory(()))
     worker.id, worker.gpu = owner, gpu
+    # the parent's SIGTERM: save a checkpoint at the next batch, then return
+    signal.signal(signal.SIGTERM, lambda *_: worker.trial_stop.set())
     conn.send(worker._evaluate(job))
     conn.close()

@@ -120,6 +120,14 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             check=positive, group=_WORKER),
     Setting("max_attempts", "lost runs before a trial is marked ERROR", d.MAX_ATTEMPTS, int,
             check=at_least(1), group=_WORKER),
+    Setting("checkpoint_every", "minutes between checkpoints inside an epoch (one is saved after "
+            "every epoch too, saving at most 5 percent of the time); 0 turns checkpoints off",
+            d.CHECKPOINT_EVERY_MIN, float,
+            check=at_least(0, " minutes"), metavar="MINUTES", group=_WORKER),
+    Setting("checkpoint_dir", "keep checkpoints in this directory (a volume every worker "
+            "mounts) instead of MongoDB's GridFS", metavar="DIR", group=_WORKER),
+    Setting("keep_best", "keep the final model of this many best trials (strix results "
+            "--export)", d.KEEP_BEST, int, check=at_least(0), group=_WORKER),
     Setting("gpu_capacity", "light trials per GPU (a heavy trial takes all of it)",
             d.GPU_CAPACITY, int, env=d.ENV_GPU_CAPACITY,
             check=at_least(1, " light trial per GPU", _GPU_HINT), group=_WORKER),

@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.config import defaults
 from shared.errors import StoreAuthError
-from shared.store import leases, queue, reads, rungs, studylease
+from shared.store import checkpoints, leases, queue, reads, rungs, studylease
 from shared.store.client import MongoTarget, guard_methods, make_client, parse_target
 from shared.store.clock import ServerClock
 from shared.store.codec import encode, with_codec
@@ -156,6 +156,30 @@ class Store:
 
         return Attachments(self.handle, exp_key)[name]
 
+    # --- trial checkpoints and kept models (see shared.store.checkpoints) --------------
+    def save_checkpoint(
+        self, job: dict, owner: str, blob: bytes, info: dict, root: str | None = None
+    ) -> bool:
+        return checkpoints.save(self.db, self.jobs, job, owner, blob, info, root)
+
+    def load_checkpoint(self, job: dict, root: str | None = None) -> bytes | None:
+        return checkpoints.load(self.db, job, root)
+
+    def clear_checkpoint(self, job: dict, owner: str, root: str | None = None) -> bool:
+        return checkpoints.clear(self.db, self.jobs, job, owner, root)
+
+    def would_keep(self, job: dict, loss: float, keep: int) -> bool:
+        return checkpoints.qualifies(self.jobs, job, loss, keep)
+
+    def keep_model(self, job: dict, owner: str, blob: bytes, loss: float, keep: int) -> bool:
+        return checkpoints.keep_model(self.db, self.jobs, job, owner, blob, loss, keep)
+
+    def kept_model(self, exp_key: str, tid: int) -> bytes:
+        """The final model a ``--keep-best`` trial kept (``.keras`` bytes); StoreError if none."""
+        from shared.store import exports
+
+        return exports.fetch_model(self.db, exp_key, checkpoints.kept_name(tid))[0]
+
     # --- GPU slots and leases (see shared.store.leases) --------------------------------
     def register_gpus(self, host: str, indices: list[int], capacity: int) -> None:
         leases.ensure_gpus(self.gpus, host, indices, capacity)
@@ -192,7 +216,9 @@ class Store:
 
     # --- live metrics and queries --------------------------------------------------------
     def add_metric(self, row: dict) -> None:
-        self.metrics.insert_one(encode(row))
+        """One epoch's row; an epoch a resumed trial trains again replaces its row."""
+        key = {k: row.get(k) for k in ("exp_key", "tid", "epoch")}
+        self.metrics.replace_one(key, encode(row), upsert=True)
 
     def record_epoch(self, job: dict, owner: str, epoch: int, row: dict) -> bool:
         """One finished epoch of a running trial: its progress on the job, then its metrics

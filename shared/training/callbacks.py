@@ -65,6 +65,7 @@ class EpochRecorder(keras.callbacks.Callback):
     def __init__(self, sink: EpochSink | None = None) -> None:
         super().__init__()
         self.sink = sink
+        self.costs: dict[str, Any] = {}  # what checkpointing cost, when the run saved any
         self.on_train_begin()
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
@@ -91,6 +92,16 @@ class EpochRecorder(keras.callbacks.Callback):
     def epochs(self) -> int:
         return len(self.epoch_seconds)
 
+    def state(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.started
+        return {"history": self.history, "epoch_seconds": self.epoch_seconds, "elapsed": elapsed}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue a checkpointed run: its epochs so far, and its training time."""
+        self.history = {k: [float(v) for v in vs] for k, vs in state["history"].items()}
+        self.epoch_seconds = [float(v) for v in state["epoch_seconds"]]
+        self.started = time.perf_counter() - float(state["elapsed"])
+
     def summary(self) -> dict[str, Any]:
         """What every result carries, whatever the outcome."""
         return {
@@ -98,6 +109,7 @@ class EpochRecorder(keras.callbacks.Callback):
             "history": self.history,
             "train_seconds": float(time.perf_counter() - self.started),
             "params_count": self.params_count,
+            **self.costs,
         }
 
 
@@ -129,6 +141,16 @@ class PruneOnRung(keras.callbacks.Callback):
             self.decision = verdict
             self.model.stop_training = True
 
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "decision": self.decision.to_dict() if self.decision else None}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        from shared.training.pruning import Decision
+
+        self.best = float(state["best"])
+        d = state.get("decision")
+        self.decision = None if d is None else Decision(**{**d, "compared": tuple(d["compared"])})
+
     def result(self, history: History) -> dict[str, Any]:
         """What a pruned trial's result says, status ``ok`` so TPE learns from it.
 
@@ -152,3 +174,26 @@ class PruneOnRung(keras.callbacks.Callback):
             "pruned_at_epoch": decision.get("epoch"),
             "pruning": decision,
         }
+
+
+class KeptBest(keras.callbacks.EarlyStopping):
+    """Keras's early stopping (restoring the best weights), whose state a checkpoint
+    carries; ``hold`` skips the restore at the end of a ``fit`` that training continues
+    after (the first part of an epoch resumed in its middle)."""
+
+    hold = False
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if not self.hold:
+            super().on_train_end(logs)
+
+    def state(self) -> dict[str, Any]:
+        keys = ("wait", "stopped_epoch", "best", "best_epoch", "best_weights")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.wait, self.stopped_epoch = int(state["wait"]), int(state["stopped_epoch"])
+        self.best_epoch = int(state["best_epoch"])
+        self.best = None if state["best"] is None else float(state["best"])
+        weights = state.get("best_weights")
+        self.best_weights = None if weights is None else list(weights)

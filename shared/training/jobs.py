@@ -52,6 +52,7 @@ class RunContext:
     weights_dir: str | None = None
     cache_dir: str | None = None
     work_dir: str | None = None  # the worker's --workdir: the only place a trial's tb_dir may be
+    vault: Any = None  # shared.training.checkpoint.Vault: where the trial checkpoints
 
     @classmethod
     def from_environment(cls) -> RunContext:
@@ -216,6 +217,7 @@ def train_job(job: JobConfig) -> dict:
         weights=weights,
         tb_dir=tb_dir,
         feature_cache=_feature_cache(job, ctx),
+        vault=ctx.vault,
     )
 
 

@@ -43,10 +43,15 @@ from shared.training.callbacks import (
     EpochSink,
     History,
     Judge,
+    KeptBest,
     PruneOnRung,
     StopOnEvent,
     StopOnNonFinite,
 )
+from shared.training.checkpoint import Snapshot, Vault
+from shared.training.optimizers import OPTIMIZER_CLASSES, make_optimizer
+from shared.training.resume import fit as resume_fit
+from shared.training.resume import load_snapshot, with_record
 from shared.training.schedules import MONITORS, check_monitor, kept_epoch, lr_schedule
 
 log = logging.getLogger(__name__)
@@ -54,15 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_OPTIMIZER = "adam"
-
-OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {
-    "adam": keras.optimizers.Adam,
-    "adamax": keras.optimizers.Adamax,
-    "nadam": keras.optimizers.Nadam,
-    "rms-prop": keras.optimizers.RMSprop,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
-}
+__all__ = ["OPTIMIZER_CLASSES", "Budget", "diverged", "make_optimizer", "run_trial", "train"]
 
 
 @dataclass(frozen=True)
@@ -98,25 +95,6 @@ class Budget:
         return cls(**dict(d))
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """A fresh optimizer; the names are the ones the search spaces sample."""
-    cls = OPTIMIZER_CLASSES.get(str(name).strip().lower())
-    if cls is None:
-        raise ConfigError(
-            f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZER_CLASSES)} "
-            "(fix the search space or the params)."
-        )
-    try:
-        lr = float(learning_rate)
-    except (TypeError, ValueError):
-        lr = math.nan
-    if not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(
-            f"learning_rate must be a finite number > 0, got {learning_rate!r}; e.g. 0.001."
-        )
-    return cls(learning_rate=lr)
-
-
 def train(
     model_name: str,
     params: Mapping[str, Any],
@@ -136,6 +114,9 @@ def train(
     verbose: int = 0,
     feature_cache: str | None = None,
     merge_val: bool = False,
+    vault: Vault | None = None,
+    resume: Snapshot | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[keras.Model, History]:
     """Build, compile and fit one model; shared by trials and the final retrain.
 
@@ -145,7 +126,9 @@ def train(
     Raises ModelError when the params cannot be built for ``data``'s image size. A diverged
     run is *not* an exception here: check :func:`diverged` on the returned history.
     ``merge_val`` trains on the training and validation images together (the final
-    retrain, where model selection is over).
+    retrain, where model selection is over). With a ``vault`` it saves checkpoints
+    there (:mod:`shared.training.resume`), continues from ``resume`` when given, and
+    ``stop`` makes it save one and raise :class:`~shared.training.checkpoint.Preempted`.
     """
     _check_request(data, early_stopping=early_stopping, validation=validation, tb_dir=tb_dir)
     keras.backend.clear_session()
@@ -168,14 +151,18 @@ def train(
     recorder = recorder or EpochRecorder()
     schedule = lr_schedule(flat, flat.get("learning_rate", DEFAULT_LEARNING_RATE))
     extra = [*schedule, recorder, *callbacks]  # the schedule first: the recorder sees its rate
-    fitted.fit(
-        train_batches,
-        validation_data=val_batches,
-        epochs=int(epochs),
-        shuffle=False,  # Batches shuffles itself, reproducibly from ``seed``
-        callbacks=_callbacks(extra, early_stopping, patience, tb_dir, monitor),
-        verbose=verbose,
-    )
+    every = _callbacks(extra, early_stopping, patience, tb_dir, monitor)
+    if vault is not None:
+        cp = resume_fit(
+            fitted, train_batches, val_batches, epochs=int(epochs), callbacks=every,
+            vault=vault, stop=stop, resume=resume, verbose=verbose,
+        )  # fmt: skip
+        recorder.costs = {"checkpoints": len(cp.saves), "checkpoint_seconds": sum(cp.saves)}
+    else:  # Batches shuffles itself, reproducibly from ``seed``
+        fitted.fit(
+            train_batches, validation_data=val_batches, epochs=int(epochs), shuffle=False,
+            callbacks=every, verbose=verbose,
+        )  # fmt: skip
     return model, recorder.history
 
 
@@ -212,16 +199,20 @@ def run_trial(
     verbose: int = 0,
     on_model: Callable[[keras.Model], None] | None = None,
     feature_cache: str | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
     """One hyperopt evaluation; returns a result dict and never the model.
 
     ``on_epoch`` receives every finished epoch (the worker's live metrics); ``stop`` ends
     training at the next batch once set; ``judge`` is asked after every epoch whether the
     study's pruner stops the trial; ``on_model`` gets the trained model with the weights
-    kept, before it is freed (``strix train`` tests and exports it there).
+    kept, before it is freed (``strix train`` tests and exports it there). With a
+    ``vault`` the trial checkpoints into it, resumes from its checkpoint, and a set
+    ``stop`` saves one and raises :class:`~shared.training.checkpoint.Preempted`.
     """
     recorder = EpochRecorder(on_epoch)
-    if stop is not None:
+    resume = load_snapshot(vault) if vault is not None else None
+    if stop is not None and vault is None:
         callbacks = [StopOnEvent(stop), *callbacks]
     pruner = PruneOnRung(judge) if judge is not None else None
     if pruner is not None:
@@ -252,12 +243,17 @@ def run_trial(
             tb_dir=tb_dir,
             verbose=verbose,
             feature_cache=feature_cache,
+            vault=vault,
+            resume=resume,
+            stop=stop,
         )
         if on_model is not None and not diverged(recorder.history):
             on_model(model)
         if pruner is not None and pruner.decision is not None and not diverged(recorder.history):
-            return {**base, **recorder.summary(), **pruner.result(recorder.history)}
-        return _summarise(base, recorder, params, budget)
+            result = {**base, **recorder.summary(), **pruner.result(recorder.history)}
+        else:
+            result = _summarise(base, recorder, params, budget)
+        return result if vault is None else with_record(vault, resume, result, model)
     except ModelError as exc:
         log.info("trial %s failed to build: %s", model_name, exc)
         return _fail(base, recorder, f"model cannot be built: {exc}")
@@ -346,9 +342,7 @@ def _callbacks(
     out: list[keras.callbacks.Callback] = [StopOnNonFinite()]
     if early_stopping:
         out.append(
-            keras.callbacks.EarlyStopping(
-                monitor, patience=patience, mode=MONITORS[monitor], restore_best_weights=True
-            )
+            KeptBest(monitor, patience=patience, mode=MONITORS[monitor], restore_best_weights=True)
         )
     if tb_dir is not None:
         out.append(keras.callbacks.TensorBoard(log_dir=str(tb_dir), write_graph=False))

@@ -450,6 +450,37 @@ def test_results_errors_are_one_line_with_exit_2(study: dict) -> None:
     assert "examples:" in helptext.stdout
 
 
+@pytest.mark.slow
+def test_export_writes_the_final_model_of_a_kept_best_trial(study: dict, tmp_path: Path) -> None:
+    """The workers keep the final model of the 3 best trials (--keep-best's default);
+    ``--export`` writes one as a .keras file that predicts; the others have none."""
+    import keras
+
+    from shared.store import connect
+
+    store = connect(study["mongo"], study["db"])
+    docs = list(store.jobs.find({"exp_key": EXP, "result.status": "ok"}))
+    store.close()
+    kept = [d for d in docs if d.get("kept_model")]
+    third = sorted(d["result"]["loss"] for d in docs)[:3][-1]
+    assert len(kept) >= min(3, len(docs)), "the 3 best keep their model"
+    assert all(d["result"]["loss"] <= third for d in kept), "and only they (ties aside)"
+    best = min(kept, key=lambda d: d["result"]["loss"])["tid"]
+    target = tmp_path / "best.keras"
+    done = results(study, "--exp-key", EXP, "--export", str(best), str(target))
+    assert done.returncode == 0 and f"wrote trial {best}" in done.stdout, done.stderr
+    probs = keras.models.load_model(target).predict(np.zeros((2, 28, 28, 1), np.uint8), verbose=0)
+    assert probs.shape == (2, 10)
+    again = results(study, "--exp-key", EXP, "--export", str(best), str(target))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    for doc in (d for d in docs if not d.get("kept_model")):
+        gone = results(
+            study, "--exp-key", EXP, "--export", str(doc["tid"]), str(tmp_path / "x.keras")
+        )
+        assert gone.returncode == 2 and "kept no final model" in gone.stderr
+        assert len(gone.stderr.strip().splitlines()) == 1
+
+
 # --- final ---------------------------------------------------------------------------------
 
 
