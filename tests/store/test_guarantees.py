@@ -98,5 +98,6 @@ def test_epoch_rows_are_written_only_while_the_run_is_ours(store: Store) -> None
     assert not store.record_epoch(first, "w", 2, {"val_accuracy": 0.9})  # the stale run
     assert store.record_epoch(second, "w", 1, {"val_accuracy": 0.6})
     rows = store.history("ep", first["tid"])
-    assert sorted((r["attempt"], r["epoch"]) for r in rows) == [(1, 1), (2, 1)]
+    # the stale run's epoch 2 never landed; epoch 1, trained again, is the new run's row
+    assert sorted((r["attempt"], r["epoch"]) for r in rows) == [(2, 1)]
     assert store.jobs.find_one({"_id": second["_id"]})["progress"]["val_accuracy"] == 0.6
