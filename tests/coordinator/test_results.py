@@ -446,7 +446,8 @@ def test_results_errors_are_one_line_with_exit_2(study: dict) -> None:
     assert down.stderr.startswith("strix results: error: cannot reach MongoDB")
     helptext = run_cli("coordinator.results", "--help", env=env)
     assert helptext.returncode == 0 and "--watch" in helptext.stdout
-    assert helptext.stdout.rstrip().splitlines()[-1].lstrip().startswith("strix-results")
+    last = helptext.stdout.rstrip().splitlines()[-1].lstrip()
+    assert last.startswith(("strix-results", "strix results")), "--help ends with an example"
     assert "examples:" in helptext.stdout
 
 
