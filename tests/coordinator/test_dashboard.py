@@ -141,18 +141,23 @@ def test_password_never_printed(mongo_url):
     assert secret not in done.stderr + done.stdout
 
 
-def test_beyond_loopback_every_page_and_api_call_needs_the_token(mongo_server, db_name):
-    """Bound to every interface, the command prints a login link once; nothing is served
-    without its token, and the token shows nowhere else."""
-    cmd = [sys.executable, "-m", "coordinator.dashboard", "--mongo", mongo_server, "--db", db_name]
-    proc = subprocess.Popen(
+def _public_dashboard(mongo_url: str, db: str, token: str) -> subprocess.Popen:
+    """``strix dashboard`` bound to every interface, on a free port, with this token setting."""
+    cmd = [sys.executable, "-m", "coordinator.dashboard", "--mongo", mongo_url, "--db", db]
+    return subprocess.Popen(
         [*cmd, "--host", "0.0.0.0", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "STRIX_DASHBOARD_TOKEN": ""},
+        env={**os.environ, "STRIX_DASHBOARD_TOKEN": token},
     )
+
+
+def test_beyond_loopback_every_page_and_api_call_needs_the_token(mongo_server, db_name):
+    """Bound to every interface, the command prints a login link once; nothing is served
+    without its token, and the token shows nowhere else."""
+    proc = _public_dashboard(mongo_server, db_name, token="")
     try:
         first = proc.stdout.readline()
         found = re.search(r"open http://0\.0\.0\.0:(\d+)/dashboard\?token=([\w-]{32,}) ", first)
@@ -175,15 +180,7 @@ def test_beyond_loopback_every_page_and_api_call_needs_the_token(mongo_server, d
 
 def test_the_token_from_the_environment_is_never_printed(mongo_server, db_name):
     token = f"env-token-{uuid.uuid4().hex}"
-    cmd = [sys.executable, "-m", "coordinator.dashboard", "--mongo", mongo_server, "--db", db_name]
-    proc = subprocess.Popen(
-        [*cmd, "--host", "0.0.0.0", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "STRIX_DASHBOARD_TOKEN": token},
-    )
+    proc = _public_dashboard(mongo_server, db_name, token=token)
     try:
         first = proc.stdout.readline()
         port = re.search(r"http://0\.0\.0\.0:(\d+)/dashboard", first)
